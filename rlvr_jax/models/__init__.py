@@ -1,0 +1,1 @@
+"""The policy family: config, parameters, forward pass, HF interop, tokenizer."""

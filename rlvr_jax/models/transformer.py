@@ -1,0 +1,214 @@
+"""The forward pass of the decoder family as pure functions of a `Params` pytree, with a KV cache.
+
+Matches transformers' Qwen2 / Qwen3 / Llama modelling numerically: RMSNorm computed in float32 then cast
+back before the weight multiply, rotate-half RoPE in float32, softmax in float32. Attention takes a
+per-row key mask and per-row positions, so left-padded prompts of different lengths share one batch.
+"""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import params as params_lib
+
+_MASKED = -1e30  # finite, so a fully masked (padding) query row gives a uniform softmax, never NaN
+
+
+@struct.dataclass
+class KVCache:
+    """Preallocated keys/values of every layer; slot s of row b is attendable iff mask_BxS[b, s]."""
+
+    k: tuple[jax.Array, ...]  # per layer [B, S, N, K]
+    v: tuple[jax.Array, ...]  # per layer [B, S, N, K]
+    mask_BxS: jax.Array  # bool
+
+
+def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int) -> KVCache:
+    """An empty cache for `batch` rows of `length` slots, in the compute dtype."""
+    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    dtype = jnp.dtype(cfg.compute_dtype)
+    zeros = lambda: jnp.zeros(shape, dtype)
+    return KVCache(
+        k=tuple(zeros() for _ in range(cfg.num_layers)),
+        v=tuple(zeros() for _ in range(cfg.num_layers)),
+        mask_BxS=jnp.zeros((batch, length), bool),
+    )
+
+
+def rope_inv_freq(cfg: config_lib.ModelConfig) -> jax.Array:
+    """Inverse frequencies [K/2] with the checkpoint's theta and scaling (HF `_compute_*_parameters`)."""
+    K = cfg.head_dim
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))
+    scaling = cfg.rope_scaling
+    if scaling.rope_type == "linear":
+        inv_freq = inv_freq / scaling.factor
+    elif scaling.rope_type == "llama3":
+        old_len = scaling.original_max_position_embeddings
+        low_wavelen = old_len / scaling.low_freq_factor
+        high_wavelen = old_len / scaling.high_freq_factor
+        wavelen = 2 * math.pi / inv_freq
+        scaled = jnp.where(wavelen > low_wavelen, inv_freq / scaling.factor, inv_freq)
+        smooth = (old_len / wavelen - scaling.low_freq_factor) / (
+            scaling.high_freq_factor - scaling.low_freq_factor
+        )
+        smoothed = (1 - smooth) * scaled / scaling.factor + smooth * scaled
+        medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+        inv_freq = jnp.where(medium, smoothed, scaled)
+    return inv_freq
+
+
+def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
+    """Rotate-half RoPE (HF convention), computed in float32."""
+    angles_BxTxK2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+    cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
+    sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
+    x = x_BxTxHxK.astype(jnp.float32)
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BxTxHxK.dtype)
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
+    """RMSNorm over the last axis: statistics in float32, cast back, then the weight (as HF does)."""
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * normed.astype(x.dtype)
+
+
+def _attention(q_BxTxHxK, k_BxSxNxK, v_BxSxNxK, mask_BxTxS) -> jax.Array:
+    """Grouped-query attention; scores and softmax in float32."""
+    B, T, H, K = q_BxTxHxK.shape
+    N = k_BxSxNxK.shape[2]
+    q_BxTxNxGxK = q_BxTxHxK.reshape(B, T, N, H // N, K)
+    scores = jnp.einsum(
+        "btngk,bsnk->bngts", q_BxTxNxGxK, k_BxSxNxK, preferred_element_type=jnp.float32
+    )
+    scores = scores * (K**-0.5)
+    scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, _MASKED)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxNxK.dtype)
+    out = jnp.einsum("bngts,bsnk->btngk", probs, v_BxSxNxK)
+    return out.reshape(B, T, H, K)
+
+
+def _layer(
+    lp: params_lib.LayerParams,
+    x_BxTxD: jax.Array,
+    positions_BxT: jax.Array,
+    kv: tuple[jax.Array, jax.Array],
+    mask_BxTxS: jax.Array,
+    cache_index: jax.Array | int,
+    *,
+    cfg: config_lib.ModelConfig,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """One pre-norm decoder layer; writes this call's keys/values into `kv` at `cache_index`."""
+    dtype = x_BxTxD.dtype
+    w = lambda a: a.astype(dtype)
+    h = rms_norm(x_BxTxD, lp.attn_norm, cfg.rms_norm_eps)
+    q = jnp.einsum("btd,dhk->bthk", h, w(lp.q))
+    k = jnp.einsum("btd,dnk->btnk", h, w(lp.k))
+    v = jnp.einsum("btd,dnk->btnk", h, w(lp.v))
+    if cfg.qkv_bias:
+        q, k, v = q + w(lp.q_bias), k + w(lp.k_bias), v + w(lp.v_bias)
+    if cfg.qk_norm:
+        q = rms_norm(q, lp.q_norm, cfg.rms_norm_eps)
+        k = rms_norm(k, lp.k_norm, cfg.rms_norm_eps)
+    inv_freq = rope_inv_freq(cfg)
+    q = apply_rope(q, positions_BxT, inv_freq)
+    k = apply_rope(k, positions_BxT, inv_freq)
+    k_cache, v_cache = kv
+    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), cache_index, 1)
+    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), cache_index, 1)
+    attn = _attention(q, k_cache, v_cache, mask_BxTxS)
+    x_BxTxD = x_BxTxD + jnp.einsum("bthk,hkd->btd", attn, w(lp.o))
+    h = rms_norm(x_BxTxD, lp.mlp_norm, cfg.rms_norm_eps)
+    gate = jnp.einsum("btd,df->btf", h, w(lp.gate))
+    up = jnp.einsum("btd,df->btf", h, w(lp.up))
+    x_BxTxD = x_BxTxD + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, w(lp.down))
+    return x_BxTxD, (k_cache, v_cache)
+
+
+def decode_hidden(
+    params: params_lib.Params,
+    tokens_BxT: jax.Array,
+    positions_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    cfg: config_lib.ModelConfig,
+    cache: KVCache | None = None,
+    cache_index: jax.Array | int = 0,
+) -> tuple[jax.Array, KVCache | None]:
+    """Runs the decoder stack; returns final-normed hidden states [B, T, D] and the updated cache.
+
+    `mask_BxT` marks real (non-padding) tokens. Without a cache, attention is causal over this call's
+    tokens. With a cache, the tokens are written at slots [cache_index, cache_index + T) and attend to
+    every valid slot up to their own.
+    """
+    chex.assert_rank(tokens_BxT, 2)
+    chex.assert_equal_shape([tokens_BxT, positions_BxT, mask_BxT])
+    B, T = tokens_BxT.shape
+    dtype = jnp.dtype(cfg.compute_dtype)
+    use_cache = cache is not None
+    if not use_cache:
+        cache = init_cache(cfg, B, T)
+    S = cache.mask_BxS.shape[1]
+    cache_mask_BxS = jax.lax.dynamic_update_slice_in_dim(
+        cache.mask_BxS, mask_BxT.astype(bool), cache_index, 1
+    )
+    # Causal in slot order: query t sits at slot cache_index + t.
+    causal_TxS = jnp.arange(S)[None, :] <= (cache_index + jnp.arange(T))[:, None]
+    mask_BxTxS = cache_mask_BxS[:, None, :] & causal_TxS[None]
+
+    x = params.embed[tokens_BxT].astype(dtype)
+    layer_fn = functools.partial(_layer, cfg=cfg)
+    if cfg.remat:
+        layer_fn = jax.checkpoint(layer_fn)
+    new_k, new_v = [], []
+    for lp, k_cache, v_cache in zip(params.layers, cache.k, cache.v, strict=True):
+        x, (k_cache, v_cache) = layer_fn(
+            lp, x, positions_BxT, (k_cache, v_cache), mask_BxTxS, cache_index
+        )
+        new_k.append(k_cache)
+        new_v.append(v_cache)
+    x = rms_norm(x, params.final_norm, cfg.rms_norm_eps)
+    if not use_cache:
+        return x, None
+    return x, KVCache(k=tuple(new_k), v=tuple(new_v), mask_BxS=cache_mask_BxS)
+
+
+def lm_logits(params: params_lib.Params, hidden_BxTxD: jax.Array) -> jax.Array:
+    """Output logits in float32 (tied embeddings use `embed` transposed)."""
+    if params.lm_head is None:
+        w_VxD = params.embed.astype(hidden_BxTxD.dtype)
+        return jnp.einsum("btd,vd->btv", hidden_BxTxD, w_VxD, preferred_element_type=jnp.float32)
+    w_DxV = params.lm_head.astype(hidden_BxTxD.dtype)
+    return jnp.einsum("btd,dv->btv", hidden_BxTxD, w_DxV, preferred_element_type=jnp.float32)
+
+
+def forward(
+    params: params_lib.Params,
+    tokens_BxT: jax.Array,
+    positions_BxT: jax.Array,
+    mask_BxT: jax.Array,
+    cfg: config_lib.ModelConfig,
+) -> jax.Array:
+    """Float32 logits [B, T, V] of a causal forward pass without a cache."""
+    hidden, _ = decode_hidden(params, tokens_BxT, positions_BxT, mask_BxT, cfg)
+    return lm_logits(params, hidden)
+
+
+def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
+    """Per-row positions counting only real tokens (left padding gets position 0)."""
+    return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=1) - 1, 0)
+
+
+def token_logps(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
+    """log p(tokens) under float32 logits: log-softmax in float32."""
+    logps = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logps, tokens_BxT[..., None], axis=-1)[..., 0]

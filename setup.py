@@ -1,0 +1,37 @@
+"""rlvr_jax: reinforcement learning with verifiable rewards in JAX/Flax."""
+
+import setuptools
+
+setuptools.setup(
+    name="rlvr_jax",
+    version="0.1.0",
+    description="Reinforcement learning with verifiable rewards (GRPO and the research frontier) in JAX.",
+    packages=setuptools.find_packages(include=["rlvr_jax", "rlvr_jax.*"]),
+    package_data={"rlvr_jax": ["models/assets/*/*"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "chex>=0.1.92,<0.2",
+        "ml-collections>=1.1.0,<1.2",
+        "absl-py>=2.5.1,<2.6",
+        "numpy>=2.0,<3",
+        "safetensors>=0.8.0,<0.9",
+        "tokenizers>=0.23.3,<0.24",
+        "transformers>=5.24.0,<5.25",
+        "tqdm>=4.67",
+    ],
+    extras_require={
+        # The PyTorch reference in tests and benchmarks: CPU build, pinned (other versions pull CUDA).
+        "test": [
+            "torch==2.13.0",
+            "pytest>=9.0,<10",
+            "pytest-xdist>=3.8,<4",
+            "ruff>=0.14",
+        ],
+        "tpu": ["jax[tpu]>=0.10.2,<0.11"],
+        "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
+    },
+)
