@@ -67,7 +67,7 @@ def rope_inv_freq(cfg: config_lib.ModelConfig) -> jax.Array:
 
 def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
     """Rotate-half RoPE (HF convention), computed in float32."""
-    angles_BxTxK2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+    angles_BxTxK2 = positions_BxT[..., None].astype(jnp.float32) * inv_freq[None, None, :]
     cos = jnp.cos(angles_BxTxK2)[:, :, None, :]
     sin = jnp.sin(angles_BxTxK2)[:, :, None, :]
     x = x_BxTxHxK.astype(jnp.float32)
@@ -80,7 +80,9 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     """RMSNorm over the last axis: statistics in float32, cast back, then the weight (as HF does)."""
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
-    return weight.astype(x.dtype) * normed.astype(x.dtype)
+    # Explicit leading unit axes: the tests run with jax_numpy_rank_promotion="raise".
+    weight = weight.astype(x.dtype).reshape((1,) * (x.ndim - 1) + weight.shape)
+    return weight * normed.astype(x.dtype)
 
 
 def _attention(q_BxTxHxK, k_BxSxNxK, v_BxSxNxK, mask_BxTxS) -> jax.Array:
@@ -116,7 +118,11 @@ def _layer(
     k = jnp.einsum("btd,dnk->btnk", h, w(lp.k))
     v = jnp.einsum("btd,dnk->btnk", h, w(lp.v))
     if cfg.qkv_bias:
-        q, k, v = q + w(lp.q_bias), k + w(lp.k_bias), v + w(lp.v_bias)
+        q, k, v = (
+            q + w(lp.q_bias)[None, None],
+            k + w(lp.k_bias)[None, None],
+            v + w(lp.v_bias)[None, None],
+        )
     if cfg.qk_norm:
         q = rms_norm(q, lp.q_norm, cfg.rms_norm_eps)
         k = rms_norm(k, lp.k_norm, cfg.rms_norm_eps)
