@@ -26,19 +26,20 @@ _MASKED = -1e30  # finite, so a fully masked (padding) query row gives a uniform
 class KVCache:
     """Preallocated keys/values of every layer; slot s of row b is attendable iff mask_BxS[b, s]."""
 
-    k: tuple[jax.Array, ...]  # per layer [B, S, N, K]
-    v: tuple[jax.Array, ...]  # per layer [B, S, N, K]
+    # Layouts chosen so both attention einsums are plain batched matmuls over (B, N) with no transpose
+    # of the cache per decode step: keys [B, N, K, S] (slots last), values [B, N, S, K].
+    k: tuple[jax.Array, ...]  # per layer [B, N, K, S]
+    v: tuple[jax.Array, ...]  # per layer [B, N, S, K]
     mask_BxS: jax.Array  # bool
 
 
 def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int) -> KVCache:
     """An empty cache for `batch` rows of `length` slots, in the compute dtype."""
-    shape = (batch, length, cfg.num_kv_heads, cfg.head_dim)
+    B, N, S, K = batch, cfg.num_kv_heads, length, cfg.head_dim
     dtype = jnp.dtype(cfg.compute_dtype)
-    zeros = lambda: jnp.zeros(shape, dtype)
     return KVCache(
-        k=tuple(zeros() for _ in range(cfg.num_layers)),
-        v=tuple(zeros() for _ in range(cfg.num_layers)),
+        k=tuple(jnp.zeros((B, N, K, S), dtype) for _ in range(cfg.num_layers)),
+        v=tuple(jnp.zeros((B, N, S, K), dtype) for _ in range(cfg.num_layers)),
         mask_BxS=jnp.zeros((batch, length), bool),
     )
 
@@ -85,19 +86,20 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight * normed.astype(x.dtype)
 
 
-def _attention(q_BxTxHxK, k_BxSxNxK, v_BxSxNxK, mask_BxTxS) -> jax.Array:
+def _attention(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, mask_BxTxS) -> jax.Array:
     """Grouped-query attention; scores and softmax in float32."""
     B, T, H, K = q_BxTxHxK.shape
-    N = k_BxSxNxK.shape[2]
-    q_BxTxNxGxK = q_BxTxHxK.reshape(B, T, N, H // N, K)
+    N = k_BxNxKxS.shape[1]
+    q_BxNxGTxK = q_BxTxHxK.reshape(B, T, N, H // N, K).transpose(0, 2, 3, 1, 4)
+    q_BxNxGTxK = q_BxNxGTxK.reshape(B, N, (H // N) * T, K)
     scores = jnp.einsum(
-        "btngk,bsnk->bngts", q_BxTxNxGxK, k_BxSxNxK, preferred_element_type=jnp.float32
+        "bnqk,bnks->bnqs", q_BxNxGTxK, k_BxNxKxS, preferred_element_type=jnp.float32
     )
-    scores = scores * (K**-0.5)
+    scores = scores.reshape(B, N, H // N, T, -1) * (K**-0.5)
     scores = jnp.where(mask_BxTxS[:, None, None, :, :], scores, _MASKED)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxNxK.dtype)
-    out = jnp.einsum("bngts,bsnk->btngk", probs, v_BxSxNxK)
-    return out.reshape(B, T, H, K)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxNxSxK.dtype)
+    out = jnp.einsum("bnqs,bnsk->bnqk", probs.reshape(B, N, (H // N) * T, -1), v_BxNxSxK)
+    return out.reshape(B, N, H // N, T, K).transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
 def _layer(
@@ -130,8 +132,10 @@ def _layer(
     q = apply_rope(q, positions_BxT, inv_freq)
     k = apply_rope(k, positions_BxT, inv_freq)
     k_cache, v_cache = kv
-    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), cache_index, 1)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), cache_index, 1)
+    k_new = k.astype(k_cache.dtype).transpose(0, 2, 3, 1)  # [B, N, K, T]
+    v_new = v.astype(v_cache.dtype).transpose(0, 2, 1, 3)  # [B, N, T, K]
+    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_new, cache_index, 3)
+    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_new, cache_index, 2)
     attn = _attention(q, k_cache, v_cache, mask_BxTxS)
     x_BxTxD = x_BxTxD + jnp.einsum("bthk,hkd->btd", attn, w(lp.o))
     h = rms_norm(x_BxTxD, lp.mlp_norm, cfg.rms_norm_eps)
