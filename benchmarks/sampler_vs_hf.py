@@ -8,6 +8,10 @@ top-p, in one process. Prints new tokens/s of both, their ratio, and the fractio
 reaches: measured matmul peak / (2 x params FLOPs per token). Both sides time warm runs only (rlvr_jax's
 compile and torch's first call are excluded); the reported figure is the median of `--repeats`,
 alternating the two systems so that machine noise hits both alike.
+
+rlvr_jax runs on a data mesh of one CPU device per core (the batch split across them, weights
+replicated), as the experiment scripts do on a CPU host; torch uses its intra-op threads over the same
+cores. `--single_device` also times rlvr_jax on one device for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from rlvr_jax import mesh as mesh_lib  # noqa: E402  (imports no jax)
+
+os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " " + mesh_lib.cpu_devices_flag()
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -36,6 +43,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per system (median rep
 _BATCH = flags.DEFINE_integer("batch", 64, "Prompts per batch.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens.")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 128, "New tokens per prompt (EOS suppressed).")
+_SINGLE = flags.DEFINE_bool("single_device", False, "Also time rlvr_jax on one device.")
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
 
@@ -98,11 +106,11 @@ def time_hf(model, prompt_BxTp: np.ndarray, new_tokens: int) -> float:
     return elapsed
 
 
-def time_jax(params, cfg, prompt_BxTp: np.ndarray, new_tokens: int, seed: int) -> float:
+def time_jax(params, cfg, prompt_BxTp: np.ndarray, new_tokens: int, seed: int, mesh=None) -> float:
     sc = sampling.SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, eos_ids=())
     prompts = [list(row) for row in prompt_BxTp]
     start = time.perf_counter()
-    out = sampling.generate(params, prompts, jax.random.key(seed), model_cfg=cfg, cfg=sc)
+    out = sampling.generate(params, prompts, jax.random.key(seed), model_cfg=cfg, cfg=sc, mesh=mesh)
     lengths = jax.device_get(out.lengths_B)
     elapsed = time.perf_counter() - start
     assert (lengths == new_tokens).all(), lengths
@@ -125,12 +133,18 @@ def main(argv):
             model, cfg, params = build_models(PRESET[size], folder)
         n_params = cfg.num_params()
         prompt_BxTp = np.random.RandomState(0).randint(3, cfg.vocab_size, (B, Tp))
+        mesh = mesh_lib.make_mesh((-1, 1, 1))
+        params_dp = jax.device_put(params, mesh_lib.replicated(mesh))
         time_hf(model, prompt_BxTp, 4)  # warm-up: torch's first-call costs
-        time_jax(params, cfg, prompt_BxTp, Tc, seed=0)  # warm-up: compiles this bucket
-        t_hf, t_jax = [], []
+        time_jax(params_dp, cfg, prompt_BxTp, Tc, seed=0, mesh=mesh)  # warm-up: compiles
+        t_hf, t_jax, t_one = [], [], []
         for r in range(_REPEATS.value):
             t_hf.append(time_hf(model, prompt_BxTp, Tc))
-            t_jax.append(time_jax(params, cfg, prompt_BxTp, Tc, seed=r + 1))
+            t_jax.append(time_jax(params_dp, cfg, prompt_BxTp, Tc, seed=r + 1, mesh=mesh))
+        if _SINGLE.value:
+            time_jax(params, cfg, prompt_BxTp, Tc, seed=0)
+            t_one = [time_jax(params, cfg, prompt_BxTp, Tc, seed=r) for r in range(_REPEATS.value)]
+            print(f"{size}: rlvr_jax on one device: {B * Tc / statistics.median(t_one):.0f} tok/s")
         tps_hf = B * Tc / statistics.median(t_hf)
         tps_jax = B * Tc / statistics.median(t_jax)
         limit = peak / (2 * n_params)  # tokens/s at the matmul peak

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import transformer
@@ -251,12 +252,16 @@ def generate(
     model_cfg: config_lib.ModelConfig,
     cfg: SamplingConfig,
     extra_stop_ids: Sequence[Sequence[int]] | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> SampleOutput:
     """Samples up to `cfg.max_new_tokens` tokens for each prompt.
 
     `prompts` is a list of token-id lists, or an already left-padded (prompt_BxTp, mask_BxTp) pair
     whose length is a bucket. Deterministic for a given key. The returned completion arrays have the
     completion bucket's length; entries past `lengths_B` are padding.
+
+    With a `mesh`, the batch is split over its data x fsdp axes (the batch must divide evenly) and
+    `params` must already live on the mesh (e.g. replicated with `mesh.replicated`).
     """
     if isinstance(prompts, tuple) and len(prompts) == 2 and hasattr(prompts[0], "shape"):
         prompt_BxTp, mask_BxTp = prompts
@@ -268,6 +273,13 @@ def generate(
     stop_BxX = stop_table(B, cfg, extra_stop_ids)
     # The static form drops what is passed as data, so a new budget or stop set does not recompile.
     static_cfg = dataclasses.replace(cfg, max_new_tokens=Tc, eos_ids=())
+    if mesh is not None:
+        shards = mesh_lib.batch_size_of(mesh)
+        if B % shards:
+            raise ValueError(f"generate: batch of {B} prompts does not split over {shards} shards")
+        prompt_BxTp, mask_BxTp, stop_BxX = jax.device_put(
+            (prompt_BxTp, mask_BxTp, stop_BxX), mesh_lib.batch_sharding(mesh)
+        )
     cache, logits_BxV = _prefill_jit(params, prompt_BxTp, mask_BxTp, model_cfg=model_cfg, Tc=Tc)
     _, tokens, mask, logps, lengths, stopped = _decode_jit(
         params,
