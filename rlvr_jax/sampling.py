@@ -198,6 +198,7 @@ def _decode(
     # A row's completion is everything up to and including its stop token (pad_id may be sampled
     # legitimately mid-sequence, so the mask comes from the stop position, not from token values).
     is_stop_BxTc = jnp.any(s.tokens_BxTc[:, :, None] == stop_BxX[:, None, :], axis=-1)
+    is_stop_BxTc &= jnp.arange(Tc)[None, :] < s.step  # only emitted slots; the rest is pad_id
     stopped_B = jnp.any(is_stop_BxTc, axis=1)
     first_stop_B = jnp.argmax(is_stop_BxTc, axis=1)
     lengths_B = jnp.where(stopped_B, first_stop_B + 1, jnp.minimum(s.step, Tc)).astype(jnp.int32)
@@ -263,7 +264,12 @@ def generate(
     With a `mesh`, the batch is split over its data x fsdp axes (the batch must divide evenly) and
     `params` must already live on the mesh (e.g. replicated with `mesh.replicated`).
     """
-    if isinstance(prompts, tuple) and len(prompts) == 2 and hasattr(prompts[0], "shape"):
+    padded = (
+        isinstance(prompts, tuple)
+        and len(prompts) == 2
+        and all(getattr(a, "ndim", 0) == 2 for a in prompts)
+    )
+    if padded:
         prompt_BxTp, mask_BxTp = prompts
         chex.assert_equal_shape([prompt_BxTp, mask_BxTp])
     else:

@@ -126,3 +126,25 @@ def test_one_token_frequencies_match_softmax(model):
     np.testing.assert_allclose(
         out.logps_BxTc[:, 0], np.log(probs_V[out.tokens_BxTc[:, 0]]), atol=1e-4, rtol=0
     )
+
+
+def test_data_parallel_mesh_matches_one_device(model):
+    """The batch split over a 4-device data mesh gives the same samples as one device."""
+    from rlvr_jax import mesh as mesh_lib
+
+    model_cfg, params = model
+    mesh = mesh_lib.make_mesh((-1, 1, 1), devices=jax.devices()[:4])
+    params_dp = jax.device_put(params, mesh_lib.replicated(mesh))
+    prompts = PROMPTS * 2  # 8 rows, 2 per device
+    for cfg in (dataclasses.replace(BASE, temperature=0.0), BASE):
+        one = sampling.generate(params, prompts, jax.random.key(3), model_cfg=model_cfg, cfg=cfg)
+        dp = sampling.generate(
+            params_dp, prompts, jax.random.key(3), model_cfg=model_cfg, cfg=cfg, mesh=mesh
+        )
+        assert dp.tokens_BxTc.sharding.spec[0] in ("data", mesh_lib.BATCH_AXES)
+        np.testing.assert_array_equal(np.asarray(dp.tokens_BxTc), np.asarray(one.tokens_BxTc))
+        np.testing.assert_allclose(np.asarray(dp.logps_BxTc), np.asarray(one.logps_BxTc), atol=1e-5)
+    with pytest.raises(ValueError, match="does not split over 4 shards"):
+        sampling.generate(
+            params_dp, PROMPTS[:3], jax.random.key(3), model_cfg=model_cfg, cfg=BASE, mesh=mesh
+        )
