@@ -1,17 +1,18 @@
-"""Rollout generation: rlvr_jax's jitted sampler against `transformers.generate` on the same weights.
+"""Rollout generation: rlvr_jax's jitted sampler against `transformers.generate` on the same
+weights.
 
     python benchmarks/sampler_vs_hf.py [--sizes=3m,30m] [--repeats=3]
 
 Same Qwen2-shaped random weights (built by transformers, saved, and loaded by rlvr_jax's HF loader),
-same batch (64 prompts x 32 tokens), 128 new tokens with EOS suppressed, temperature 1.0 with no top-k /
-top-p, in one process. Prints new tokens/s of both, their ratio, and the fraction of the CPU's limit each
-reaches: measured matmul peak / (2 x params FLOPs per token). Both sides time warm runs only (rlvr_jax's
-compile and torch's first call are excluded); the reported figure is the median of `--repeats`,
-alternating the two systems so that machine noise hits both alike.
+same batch (64 prompts x 32 tokens), 128 new tokens with EOS suppressed, temperature 1.0 with no
+top-k / top-p, in one process. Prints new tokens/s of both, their ratio, and the fraction of the
+CPU's limit each reaches: measured matmul peak / (2 x params FLOPs per token). Both sides time warm
+runs only (rlvr_jax's compile and torch's first call are excluded); the reported figure is the
+median of `--repeats`, alternating the two systems so that machine noise hits both alike.
 
 rlvr_jax runs on a data mesh of one CPU device per core (the batch split across them, weights
-replicated), as the experiment scripts do on a CPU host; torch uses its intra-op threads over the same
-cores. `--single_device` also times rlvr_jax on one device for comparison.
+replicated), as the experiment scripts do on a CPU host; torch uses its intra-op threads over the
+same cores. `--single_device` also times rlvr_jax on one device for comparison.
 """
 
 from __future__ import annotations

@@ -3,9 +3,10 @@
     python experiments/sample.py                                   # tiny preset, random init
     python experiments/sample.py --checkpoint=/path/to/Qwen2.5-Math-1.5B --max_new_tokens=256
 
-Until the trainer lands this is the repository's main job: it exercises the tokenizer's chat template,
-the HF loader and the jitted sampler end to end, and prints the completions and the decode speed.
-With `--export_to=DIR` it also writes the params back as an HF folder that transformers loads.
+Until the trainer lands this is the repository's main job: it exercises the tokenizer's chat
+template, the HF loader and the jitted sampler end to end, and prints the completions and the decode
+speed. With `--export_to=DIR` it also writes the params back as an HF folder that transformers
+loads.
 """
 
 from __future__ import annotations

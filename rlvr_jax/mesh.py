@@ -1,8 +1,9 @@
-"""The device mesh: axes `data`, `fsdp`, `tensor`, and the shardings of batches and replicated values.
+"""The device mesh: axes `data`, `fsdp`, `tensor`, and the shardings of batches and replicated
+values.
 
-Issue "scale-out" extends this with logical-axis rules for parameters; the sampler already shards its
-batch here. On a CPU host, one JAX device per core (`cpu_devices_flag`) lets a data-parallel batch use
-every core: XLA runs each device's program on its own thread.
+Issue "scale-out" extends this with logical-axis rules for parameters; the sampler already shards
+its batch here. On a CPU host, one JAX device per core (`cpu_devices_flag`) lets a data-parallel
+batch use every core: XLA runs each device's program on its own thread.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """The rollout sampler: jitted prefill, then the whole decode loop in one jitted `lax.while_loop`.
 
 Prompts of different lengths share a batch by left padding to a common bucket, so every row writes
-the same KV-cache slot at each decode step (one `dynamic_update_slice` per layer) while keeping its own
-RoPE positions. Prompt and completion lengths are rounded up to a small set of buckets, so a training
-run compiles the sampler once per bucket pair, not once per batch. The cache is allocated by the
-prefill and donated to the decode loop, which updates it in place.
+the same KV-cache slot at each decode step (one `dynamic_update_slice` per layer) while keeping its
+own RoPE positions. Prompt and completion lengths are rounded up to a small set of buckets, so a
+training run compiles the sampler once per bucket pair, not once per batch. The cache is allocated
+by the prefill and donated to the decode loop, which updates it in place.
 
 Returned log-probabilities are those of the sampled tokens under the tempered policy,
-`log_softmax(logits / temperature)` (temperature 1 for greedy), before top-k / top-p truncation: that
-is the distribution a training forward pass can reproduce, so it is what importance ratios need.
+`log_softmax(logits / temperature)` (temperature 1 for greedy), before top-k / top-p truncation:
+that is the distribution a training forward pass can reproduce, so it is what importance ratios
+need.
 """
 
 # pylint: disable=invalid-name
@@ -109,7 +110,8 @@ def _filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     if cfg.top_p < 1:
         sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
         probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
-        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before it < p.
+        # Keep the smallest prefix whose mass reaches top_p: a token stays if the mass before
+        # it < p.
         before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV
         n_keep_B = jnp.sum(before_BxV < cfg.top_p, axis=-1)
         cutoff_Bx1 = jnp.take_along_axis(sorted_BxV, n_keep_B[:, None] - 1, axis=-1)
@@ -120,8 +122,9 @@ def _filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
 def _sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
     """Samples one token per row; returns (tokens_B, logps_B) with logps under the tempered policy.
 
-    Sampling is by inverse CDF with one uniform `u_B` per row: exact for the categorical distribution
-    and much cheaper on CPU than Gumbel-max, which draws a random number per vocabulary entry.
+    Sampling is by inverse CDF with one uniform `u_B` per row: exact for the categorical
+    distribution and much cheaper on CPU than Gumbel-max, which draws a random number per vocabulary
+    entry.
     """
     if cfg.greedy:
         tokens_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)

@@ -1,4 +1,5 @@
-"""Test setup: 8 fake CPU devices (for mesh tests) and strict rank promotion, before jax is imported."""
+"""Test setup: 8 fake CPU devices (for mesh tests) and strict rank promotion, before jax is
+imported."""
 
 import os
 

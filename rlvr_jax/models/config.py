@@ -1,8 +1,10 @@
-"""ModelConfig: the typed description of one decoder of the family, its presets, and parsing of HF configs.
+"""ModelConfig: the typed description of one decoder of the family, its presets, and parsing of HF
+configs.
 
-One family covers Qwen2/Qwen2.5 (q/k/v biases), Qwen3 (q/k RMSNorm) and Llama-3.x (llama3 RoPE scaling):
-GQA, RMSNorm, SwiGLU, RoPE, tied or untied embeddings. Anything an HF config asks for that this family
-does not implement raises `UnsupportedConfigError` naming the field, never a silent approximation.
+One family covers Qwen2/Qwen2.5 (q/k/v biases), Qwen3 (q/k RMSNorm) and Llama-3.x (llama3 RoPE
+scaling): GQA, RMSNorm, SwiGLU, RoPE, tied or untied embeddings. Anything an HF config asks for that
+this family does not implement raises `UnsupportedConfigError` naming the field, never a silent
+approximation.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class ModelConfig:
                 )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
-                f"ModelConfig.num_heads={self.num_heads} is not a multiple of num_kv_heads={self.num_kv_heads}"
+                f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
+                f"num_kv_heads={self.num_kv_heads}"
             )
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
@@ -138,7 +141,8 @@ _ARCH_FIELDS = {
 
 
 def _rope_from_hf(hf: dict[str, Any], path: str) -> tuple[float, RopeScaling]:
-    """Reads RoPE theta and scaling from a v5 `rope_parameters` or a v4 `rope_theta`/`rope_scaling`."""
+    """Reads RoPE theta and scaling from a v5 `rope_parameters` or a v4
+    `rope_theta`/`rope_scaling`."""
     params = hf.get("rope_parameters")
     if params is None:
         params = dict(hf.get("rope_scaling") or {})
@@ -167,7 +171,8 @@ def _rope_from_hf(hf: dict[str, Any], path: str) -> tuple[float, RopeScaling]:
 
 
 def from_hf_config(hf: dict[str, Any], path: str = "config.json", **overrides: Any) -> ModelConfig:
-    """Builds a ModelConfig from a parsed HF config.json; raises naming the field on anything unsupported."""
+    """Builds a ModelConfig from a parsed HF config.json; raises naming the field on anything
+    unsupported."""
     model_type = hf.get("model_type")
     if model_type not in MODEL_TYPES:
         raise UnsupportedConfigError(

@@ -1,14 +1,15 @@
 """The parameter pytree of the decoder family, its logical axis names, and random init.
 
 Representation: registered frozen dataclasses (`flax.struct.dataclass`) holding plain arrays, one
-`LayerParams` per layer in a tuple. We chose this over NNX modules because every consumer of the weights
-(jitted losses, the sampler, HF import/export, checkpoints, RELEX's per-tensor streaming, sharding rules)
-wants a plain pytree with stable field names; NNX would need `nnx.split` at every one of those boundaries
-and would add nothing the forward pass uses. Optional tensors (q/k/v biases, q/k norms, an untied LM
-head) are `None` when the config does not use them, so the pytree structure follows the config.
+`LayerParams` per layer in a tuple. We chose this over NNX modules because every consumer of the
+weights (jitted losses, the sampler, HF import/export, checkpoints, RELEX's per-tensor streaming,
+sharding rules) wants a plain pytree with stable field names; NNX would need `nnx.split` at every
+one of those boundaries and would add nothing the forward pass uses. Optional tensors (q/k/v biases,
+q/k norms, an untied LM head) are `None` when the config does not use them, so the pytree structure
+follows the config.
 
-Weight layouts put the contracted input dimension first (`q: [D, H, K]`, `down: [F, D]`), so the forward
-pass is a set of einsums whose subscripts document the shapes.
+Weight layouts put the contracted input dimension first (`q: [D, H, K]`, `down: [F, D]`), so the
+forward pass is a set of einsums whose subscripts document the shapes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The forward pass of the decoder family as pure functions of a `Params` pytree, with a KV cache.
 
-Matches transformers' Qwen2 / Qwen3 / Llama modelling numerically: RMSNorm computed in float32 then cast
-back before the weight multiply, rotate-half RoPE in float32, softmax in float32. Attention takes a
-per-row key mask and per-row positions, so left-padded prompts of different lengths share one batch.
+Matches transformers' Qwen2 / Qwen3 / Llama modelling numerically: RMSNorm computed in float32 then
+cast back before the weight multiply, rotate-half RoPE in float32, softmax in float32. Attention
+takes a per-row key mask and per-row positions, so left-padded prompts of different lengths share
+one batch.
 """
 
 # pylint: disable=invalid-name
@@ -26,8 +27,8 @@ _MASKED = -1e30  # finite, so a fully masked (padding) query row gives a uniform
 class KVCache:
     """Preallocated keys/values of every layer; slot s of row b is attendable iff mask_BxS[b, s]."""
 
-    # Layouts chosen so both attention einsums are plain batched matmuls over (B, N) with no transpose
-    # of the cache per decode step: keys [B, N, K, S] (slots last), values [B, N, S, K].
+    # Layouts chosen so both attention einsums are plain batched matmuls over (B, N) with no
+    # transpose of the cache per decode step: keys [B, N, K, S] (slots last), values [B, N, S, K].
     k: tuple[jax.Array, ...]  # per layer [B, N, K, S]
     v: tuple[jax.Array, ...]  # per layer [B, N, S, K]
     mask_BxS: jax.Array  # bool
@@ -45,7 +46,8 @@ def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int) -> KVCache:
 
 
 def rope_inv_freq(cfg: config_lib.ModelConfig) -> jax.Array:
-    """Inverse frequencies [K/2] with the checkpoint's theta and scaling (HF `_compute_*_parameters`)."""
+    """Inverse frequencies [K/2] with the checkpoint's theta and scaling
+    (HF `_compute_*_parameters`)."""
     K = cfg.head_dim
     inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, K, 2, dtype=jnp.float32) / K))
     scaling = cfg.rope_scaling
@@ -78,7 +80,8 @@ def apply_rope(x_BxTxHxK: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Arr
 
 
 def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
-    """RMSNorm over the last axis: statistics in float32, cast back, then the weight (as HF does)."""
+    """RMSNorm over the last axis: statistics in float32, cast back, then the weight
+    (as HF does)."""
     x32 = x.astype(jnp.float32)
     normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
     # Explicit leading unit axes: the tests run with jax_numpy_rank_promotion="raise".
@@ -156,9 +159,9 @@ def decode_hidden(
 ) -> tuple[jax.Array, KVCache | None]:
     """Runs the decoder stack; returns final-normed hidden states [B, T, D] and the updated cache.
 
-    `mask_BxT` marks real (non-padding) tokens. Without a cache, attention is causal over this call's
-    tokens. With a cache, the tokens are written at slots [cache_index, cache_index + T) and attend to
-    every valid slot up to their own.
+    `mask_BxT` marks real (non-padding) tokens. Without a cache, attention is causal over this
+    call's tokens. With a cache, the tokens are written at slots [cache_index, cache_index + T) and
+    attend to every valid slot up to their own.
     """
     chex.assert_rank(tokens_BxT, 2)
     chex.assert_equal_shape([tokens_BxT, positions_BxT, mask_BxT])
