@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import chex
@@ -45,12 +46,18 @@ class SamplingConfig:
     pad_id: int = 0  # written after a row stops
     prompt_buckets: tuple[int, ...] = DEFAULT_BUCKETS  # padded prompt lengths, tokens
     completion_buckets: tuple[int, ...] = DEFAULT_BUCKETS  # padded completion lengths, tokens
+    # The decode loop runs in this many geometric segments (Tc/8, Tc/4, Tc/2, Tc for 4), each
+    # attending only to the cache prefix it can have filled: less KV-cache traffic per step, at the
+    # cost of one compiled loop body per segment. 1 attends to the whole cache at every step.
+    decode_segments: int = 4
 
     def __post_init__(self):
         if self.max_new_tokens < 1:
             raise ValueError(f"SamplingConfig.max_new_tokens={self.max_new_tokens} must be >= 1")
         if self.temperature < 0:
             raise ValueError(f"SamplingConfig.temperature={self.temperature} must be >= 0")
+        if self.decode_segments < 1:
+            raise ValueError(f"SamplingConfig.decode_segments={self.decode_segments} must be >= 1")
         if self.top_k < 0:
             raise ValueError(f"SamplingConfig.top_k={self.top_k} must be >= 0")
         if not 0 < self.top_p <= 1:
@@ -155,17 +162,27 @@ def _prefill(params, prompt_BxTp, prompt_mask_BxTp, *, model_cfg, Tc):
     return cache, logits_BxV
 
 
+def segment_ends(Tc: int, segments: int) -> tuple[int, ...]:
+    """Step counts at which the decode loop's segments end: geometric, the last one Tc."""
+    ends = {max(1, -(-Tc // 2 ** (segments - 1 - i))) for i in range(segments)}
+    return tuple(sorted(ends))
+
+
 def _decode(
     params, cache, logits_BxV, prompt_mask_BxTp, stop_BxX, max_new, key, *, model_cfg, cfg, Tc
 ):
-    """The decode loop: one token per iteration until max_new tokens or every row has stopped."""
+    """The decode loop: one token per iteration until max_new tokens or every row has stopped.
+
+    The loop runs in segments (`segment_ends`); segment j only sees the first Tp + end_j cache slots,
+    which is every slot it can attend to, so early steps do not stream the empty tail of the cache.
+    """
     B, Tp = prompt_mask_BxTp.shape
     prompt_len_B = jnp.sum(prompt_mask_BxTp, axis=1, dtype=jnp.int32)
     # All uniforms drawn up front: no PRNG work inside the loop body.
     u_BxTc = jax.random.uniform(key, (B, Tc), jnp.float32)
 
-    def cond(s: _LoopState):
-        return (s.step < max_new) & ~jnp.all(s.done_B)
+    def cond(s: _LoopState, end: int):
+        return (s.step < jnp.minimum(max_new, end)) & ~jnp.all(s.done_B)
 
     def body(s: _LoopState) -> _LoopState:
         u_B = jax.lax.dynamic_index_in_dim(u_BxTc, s.step, axis=1, keepdims=False)
@@ -197,7 +214,11 @@ def _decode(
         tokens_BxTc=jnp.full((B, Tc), cfg.pad_id, jnp.int32),
         logps_BxTc=jnp.zeros((B, Tc), jnp.float32),
     )
-    s = jax.lax.while_loop(cond, body, init)
+    s = init
+    for end in segment_ends(Tc, cfg.decode_segments):
+        s = s.replace(cache=transformer.cache_prefix(cache, Tp + end))
+        s = jax.lax.while_loop(functools.partial(cond, end=end), body, s)
+        cache = transformer.write_prefix(cache, s.cache)
     # A row's completion is everything up to and including its stop token (pad_id may be sampled
     # legitimately mid-sequence, so the mask comes from the stop position, not from token values).
     is_stop_BxTc = jnp.any(s.tokens_BxTc[:, :, None] == stop_BxX[:, None, :], axis=-1)
@@ -206,7 +227,7 @@ def _decode(
     first_stop_B = jnp.argmax(is_stop_BxTc, axis=1)
     lengths_B = jnp.where(stopped_B, first_stop_B + 1, jnp.minimum(s.step, Tc)).astype(jnp.int32)
     mask_BxTc = jnp.arange(Tc)[None, :] < lengths_B[:, None]
-    return s.cache, s.tokens_BxTc, mask_BxTc, s.logps_BxTc, lengths_B, stopped_B
+    return cache, s.tokens_BxTc, mask_BxTc, s.logps_BxTc, lengths_B, stopped_B
 
 
 _prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "Tc"))

@@ -148,3 +148,17 @@ def test_data_parallel_mesh_matches_one_device(model):
         sampling.generate(
             params_dp, PROMPTS[:3], jax.random.key(3), model_cfg=model_cfg, cfg=BASE, mesh=mesh
         )
+
+
+def test_decode_segments_do_not_change_samples(model):
+    """Attending to segment-sized cache prefixes gives the same tokens as the whole cache."""
+    model_cfg, params = model
+    outs = [
+        _generate(model, dataclasses.replace(BASE, max_new_tokens=40, decode_segments=n), key=5)
+        for n in (1, 3)
+    ]
+    np.testing.assert_array_equal(outs[0].tokens_BxTc, outs[1].tokens_BxTc)
+    np.testing.assert_allclose(outs[0].logps_BxTc, outs[1].logps_BxTc, atol=1e-5)
+    assert sampling.segment_ends(64, 3) == (16, 32, 64)
+    assert sampling.segment_ends(128, 4) == (16, 32, 64, 128)
+    assert sampling.segment_ends(2, 4) == (1, 2)

@@ -45,6 +45,24 @@ def init_cache(cfg: config_lib.ModelConfig, batch: int, length: int) -> KVCache:
     )
 
 
+def cache_prefix(cache: KVCache, length: int) -> KVCache:
+    """The first `length` slots of every layer's cache (a static slice)."""
+    return KVCache(
+        k=tuple(k[..., :length] for k in cache.k),
+        v=tuple(v[:, :, :length] for v in cache.v),
+        mask_BxS=cache.mask_BxS[:, :length],
+    )
+
+
+def write_prefix(cache: KVCache, prefix: KVCache) -> KVCache:
+    """`cache` with its first slots replaced by `prefix` (in place when `cache` is donated)."""
+    return KVCache(
+        k=tuple(jax.lax.dynamic_update_slice_in_dim(k, p, 0, 3) for k, p in zip(cache.k, prefix.k)),
+        v=tuple(jax.lax.dynamic_update_slice_in_dim(v, p, 0, 2) for v, p in zip(cache.v, prefix.v)),
+        mask_BxS=jax.lax.dynamic_update_slice_in_dim(cache.mask_BxS, prefix.mask_BxS, 0, 1),
+    )
+
+
 def rope_inv_freq(cfg: config_lib.ModelConfig) -> jax.Array:
     """Inverse frequencies [K/2] with the checkpoint's theta and scaling
     (HF `_compute_*_parameters`)."""
