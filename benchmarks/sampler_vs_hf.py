@@ -24,9 +24,11 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from rlvr_jax import mesh as mesh_lib  # noqa: E402  (imports no jax)
-
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " " + mesh_lib.cpu_devices_flag()
+# One CPU device per core, set before jax starts its backend (as the experiment mains do).
+_CORES = os.cpu_count() or 1
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_CORES}"
+)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -35,9 +37,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from rlvr_jax import mesh as mesh_lib  # noqa: E402
 from rlvr_jax import sampling  # noqa: E402
 from rlvr_jax.models import config as config_lib  # noqa: E402
 from rlvr_jax.models import hf  # noqa: E402
+from rlvr_jax.models import params as params_lib  # noqa: E402
 
 _SIZES = flags.DEFINE_list("sizes", ["3m", "30m"], "Model sizes: 3m (qwen2_3m), 30m (qwen2_30m).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per system (median reported).")
@@ -118,13 +122,16 @@ def time_jax(params, cfg, prompt_BxTp: np.ndarray, new_tokens: int, seed: int, m
     return elapsed
 
 
+LAYOUTS = {"data": (-1, 1, 1), "tensor": (1, 1, -1)}  # mesh shapes over one CPU device per core
+
+
 def main(argv):
     del argv
     peak = matmul_peak_flops()
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {torch.get_num_threads()}, jax devices {jax.device_count()}"
     )
     print(f"matmul peak (2048^3 float32, best of jax/torch): {peak / 1e9:.0f} GFLOP/s")
     B, Tp, Tc = _BATCH.value, _PROMPT_LEN.value, _NEW_TOKENS.value
@@ -133,36 +140,39 @@ def main(argv):
         with tempfile.TemporaryDirectory() as folder:
             model, cfg, params = build_models(PRESET[size], folder)
         n_params = cfg.num_params()
-        prompt_BxTp = np.random.RandomState(0).randint(3, cfg.vocab_size, (B, Tp))
-        mesh = mesh_lib.make_mesh((-1, 1, 1))
-        params_dp = jax.device_put(params, mesh_lib.replicated(mesh))
-        time_hf(model, prompt_BxTp, 4)  # warm-up: torch's first-call costs
-        time_jax(params_dp, cfg, prompt_BxTp, Tc, seed=0, mesh=mesh)  # warm-up: compiles
-        t_hf, t_jax, t_one = [], [], []
-        for r in range(_REPEATS.value):
-            t_hf.append(time_hf(model, prompt_BxTp, Tc))
-            t_jax.append(time_jax(params_dp, cfg, prompt_BxTp, Tc, seed=r + 1, mesh=mesh))
-        if _SINGLE.value:
-            time_jax(params, cfg, prompt_BxTp, Tc, seed=0)
-            t_one = [time_jax(params, cfg, prompt_BxTp, Tc, seed=r) for r in range(_REPEATS.value)]
-            print(f"{size}: rlvr_jax on one device: {B * Tc / statistics.median(t_one):.0f} tok/s")
-        tps_hf = B * Tc / statistics.median(t_hf)
-        tps_jax = B * Tc / statistics.median(t_jax)
         limit = peak / (2 * n_params)  # tokens/s at the matmul peak
-        rows.append((size, n_params, tps_jax, tps_hf, tps_jax / limit, tps_hf / limit))
-        print(
-            f"{size}: {n_params / 1e6:.1f}M params  rlvr_jax {tps_jax:8.0f} tok/s  "
-            f"transformers {tps_hf:8.0f} tok/s  ratio {tps_jax / tps_hf:.2f}  "
-            f"of limit: rlvr_jax {tps_jax / limit:.0%}, transformers {tps_hf / limit:.0%}"
-        )
+        prompt_BxTp = np.random.RandomState(0).randint(3, cfg.vocab_size, (B, Tp))
+        placed = {}
+        for name, shape in LAYOUTS.items():
+            mesh = mesh_lib.make_mesh(shape)
+            shardings = mesh_lib.param_shardings(mesh, params_lib.param_axes(cfg))
+            placed[name] = (mesh, jax.device_put(params, shardings))
+            time_jax(placed[name][1], cfg, prompt_BxTp, Tc, seed=0, mesh=mesh)  # compiles
+        if _SINGLE.value:
+            placed["one device"] = (None, params)
+            time_jax(params, cfg, prompt_BxTp, Tc, seed=0)
+        time_hf(model, prompt_BxTp, 4)  # warm-up: torch's first-call costs
+        times = {name: [] for name in ["transformers", *placed]}
+        for r in range(_REPEATS.value):  # interleaved, so machine noise hits every system alike
+            times["transformers"].append(time_hf(model, prompt_BxTp, Tc))
+            for name, (mesh, p) in placed.items():
+                times[name].append(time_jax(p, cfg, prompt_BxTp, Tc, seed=r + 1, mesh=mesh))
+        tps = {name: B * Tc / statistics.median(t) for name, t in times.items()}
+        tps_hf = tps.pop("transformers")
+        best = max(tps, key=tps.get)
+        for name, v in tps.items():
+            print(f"{size}: rlvr_jax ({name} mesh) {v:8.0f} tok/s ({v / limit:.0%} of limit)")
+        print(f"{size}: transformers {tps_hf:8.0f} tok/s ({tps_hf / limit:.0%} of limit)")
+        rows.append((size, n_params, best, tps[best], tps_hf, limit))
     print(
-        "\n| model | params | rlvr_jax tok/s | transformers tok/s | ratio | rlvr_jax % of limit "
-        "| transformers % of limit |"
+        "\n| model | params | rlvr_jax layout | rlvr_jax tok/s | transformers tok/s | ratio "
+        "| rlvr_jax % of limit | transformers % of limit |"
     )
-    print("|---|---|---|---|---|---|---|")
-    for size, n, a, b, fa, fb in rows:
+    print("|---|---|---|---|---|---|---|---|")
+    for size, n, layout, a, b, limit in rows:
         print(
-            f"| {size} | {n / 1e6:.1f}M | {a:.0f} | {b:.0f} | {a / b:.2f} | {fa:.0%} | {fb:.0%} |"
+            f"| {size} | {n / 1e6:.1f}M | {layout} | {a:.0f} | {b:.0f} | {a / b:.2f} "
+            f"| {a / limit:.0%} | {b / limit:.0%} |"
         )
 
 

@@ -1,9 +1,9 @@
-"""The device mesh: axes `data`, `fsdp`, `tensor`, and the shardings of batches and replicated
-values.
+"""The device mesh: axes `data`, `fsdp`, `tensor`; batch, replicated and parameter shardings.
 
-Issue "scale-out" extends this with logical-axis rules for parameters; the sampler already shards
-its batch here. On a CPU host, one JAX device per core (`cpu_devices_flag`) lets a data-parallel
-batch use every core: XLA runs each device's program on its own thread.
+Parameters carry logical axis names (models/params.param_axes); `DEFAULT_RULES` maps them to mesh
+axes, so the model never names a mesh axis. On a CPU host, one JAX device per core
+(`cpu_devices_flag`) lets a data- or tensor-parallel sampler use every core: XLA runs each device's
+program on its own thread.
 """
 
 from __future__ import annotations
@@ -64,3 +64,47 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+# --- Logical axis rules (parameters) ---
+
+# Logical parameter axes (see models/params.param_axes) -> mesh axes. FSDP shards the embedding
+# dimension; tensor parallelism splits heads and the MLP. Unlisted logical axes are replicated.
+DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("vocab", None),
+    ("head_dim", None),
+    ("norm", None),
+)
+
+
+def logical_to_spec(logical: P, rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES) -> P:
+    """Maps a PartitionSpec of logical names to mesh axes; raises on a mesh-axis collision."""
+    table = dict(rules)
+    used: dict[str, str] = {}
+    out = []
+    for name in logical:
+        if name is not None and name not in table:
+            raise ValueError(f"logical axis {name!r} has no rule; rules cover {sorted(table)}")
+        axis = table.get(name) if name is not None else None
+        if axis is not None:
+            if axis in used:
+                raise ValueError(
+                    f"logical axes {used[axis]!r} and {name!r} of {logical} both map to mesh "
+                    f"axis {axis!r}"
+                )
+            used[axis] = name
+        out.append(axis)
+    return P(*out)
+
+
+def param_shardings(mesh: Mesh, logical_axes, rules=DEFAULT_RULES):
+    """NamedShardings for a pytree of logical PartitionSpecs (e.g. `params.param_axes(cfg)`)."""
+    return jax.tree.map(
+        lambda spec: NamedSharding(mesh, logical_to_spec(spec, rules)),
+        logical_axes,
+        is_leaf=lambda x: isinstance(x, P),
+    )

@@ -173,8 +173,9 @@ def _decode(
 ):
     """The decode loop: one token per iteration until max_new tokens or every row has stopped.
 
-    The loop runs in segments (`segment_ends`); segment j only sees the first Tp + end_j cache slots,
-    which is every slot it can attend to, so early steps do not stream the empty tail of the cache.
+    The loop runs in segments (`segment_ends`); segment j only sees the first Tp + end_j cache
+    slots, which is every slot it can attend to, so early steps do not stream the empty tail of
+    the cache.
     """
     B, Tp = prompt_mask_BxTp.shape
     prompt_len_B = jnp.sum(prompt_mask_BxTp, axis=1, dtype=jnp.int32)

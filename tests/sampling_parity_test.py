@@ -128,26 +128,37 @@ def test_one_token_frequencies_match_softmax(model):
     )
 
 
-def test_data_parallel_mesh_matches_one_device(model):
-    """The batch split over a 4-device data mesh gives the same samples as one device."""
+@pytest.mark.parametrize("shape", [(4, 1, 1), (1, 1, 2), (2, 2, 2)])
+def test_sharded_sampling_matches_one_device(model, shape):
+    """Data-, tensor- and fsdp-sharded sampling give the same samples as one device."""
     from rlvr_jax import mesh as mesh_lib
+    from rlvr_jax.models import params as params_lib
 
     model_cfg, params = model
-    mesh = mesh_lib.make_mesh((-1, 1, 1), devices=jax.devices()[:4])
-    params_dp = jax.device_put(params, mesh_lib.replicated(mesh))
-    prompts = PROMPTS * 2  # 8 rows, 2 per device
+    n = int(np.prod(shape))
+    mesh = mesh_lib.make_mesh(shape, devices=jax.devices()[:n])
+    shardings = mesh_lib.param_shardings(mesh, params_lib.param_axes(model_cfg))
+    params_sharded = jax.device_put(params, shardings)
+    prompts = PROMPTS * 2  # 8 rows
     for cfg in (dataclasses.replace(BASE, temperature=0.0), BASE):
         one = sampling.generate(params, prompts, jax.random.key(3), model_cfg=model_cfg, cfg=cfg)
-        dp = sampling.generate(
-            params_dp, prompts, jax.random.key(3), model_cfg=model_cfg, cfg=cfg, mesh=mesh
+        out = sampling.generate(
+            params_sharded, prompts, jax.random.key(3), model_cfg=model_cfg, cfg=cfg, mesh=mesh
         )
-        assert dp.tokens_BxTc.sharding.spec[0] in ("data", mesh_lib.BATCH_AXES)
-        np.testing.assert_array_equal(np.asarray(dp.tokens_BxTc), np.asarray(one.tokens_BxTc))
-        np.testing.assert_allclose(np.asarray(dp.logps_BxTc), np.asarray(one.logps_BxTc), atol=1e-5)
-    with pytest.raises(ValueError, match="does not split over 4 shards"):
-        sampling.generate(
-            params_dp, PROMPTS[:3], jax.random.key(3), model_cfg=model_cfg, cfg=BASE, mesh=mesh
+        np.testing.assert_array_equal(np.asarray(out.tokens_BxTc), np.asarray(one.tokens_BxTc))
+        np.testing.assert_allclose(
+            np.asarray(out.logps_BxTc), np.asarray(one.logps_BxTc), atol=1e-4
         )
+    if mesh_lib.batch_size_of(mesh) > 1:
+        with pytest.raises(ValueError, match="does not split over"):
+            sampling.generate(
+                params_sharded,
+                PROMPTS[:3],
+                jax.random.key(3),
+                model_cfg=model_cfg,
+                cfg=BASE,
+                mesh=mesh,
+            )
 
 
 def test_decode_segments_do_not_change_samples(model):

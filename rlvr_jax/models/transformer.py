@@ -57,8 +57,14 @@ def cache_prefix(cache: KVCache, length: int) -> KVCache:
 def write_prefix(cache: KVCache, prefix: KVCache) -> KVCache:
     """`cache` with its first slots replaced by `prefix` (in place when `cache` is donated)."""
     return KVCache(
-        k=tuple(jax.lax.dynamic_update_slice_in_dim(k, p, 0, 3) for k, p in zip(cache.k, prefix.k)),
-        v=tuple(jax.lax.dynamic_update_slice_in_dim(v, p, 0, 2) for v, p in zip(cache.v, prefix.v)),
+        k=tuple(
+            jax.lax.dynamic_update_slice_in_dim(k, p, 0, 3)
+            for k, p in zip(cache.k, prefix.k, strict=True)
+        ),
+        v=tuple(
+            jax.lax.dynamic_update_slice_in_dim(v, p, 0, 2)
+            for v, p in zip(cache.v, prefix.v, strict=True)
+        ),
         mask_BxS=jax.lax.dynamic_update_slice_in_dim(cache.mask_BxS, prefix.mask_BxS, 0, 1),
     )
 
