@@ -65,6 +65,8 @@ def test_from_hf_config_v4_rope_theta_and_scaling():
         ("use_sliding_window", True, "use_sliding_window"),
         ("mlp_bias", True, "mlp_bias"),
         ("pretraining_tp", 2, "pretraining_tp"),
+        ("partial_rotary_factor", 0.5, "partial_rotary_factor"),
+        ("layer_types", ["full_attention", "sliding_attention"], "layer_types"),
         ("model_type", "mistral", "model_type"),
         ("architectures", ["MistralForCausalLM"], "architectures"),
         ("rope_parameters", {"rope_type": "yarn", "factor": 4.0}, "rope_type"),

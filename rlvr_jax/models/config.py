@@ -193,6 +193,16 @@ def from_hf_config(hf: dict[str, Any], path: str = "config.json", **overrides: A
         raise UnsupportedConfigError(f"{path}: field use_sliding_window=true is not supported")
     if hf.get("mlp_bias"):
         raise UnsupportedConfigError(f"{path}: field mlp_bias=true is not supported")
+    if hf.get("partial_rotary_factor", 1.0) != 1.0:
+        raise UnsupportedConfigError(
+            f"{path}: field partial_rotary_factor={hf['partial_rotary_factor']} is not supported"
+        )
+    layer_types = set(hf.get("layer_types") or ()) - {"full_attention"}
+    if layer_types:
+        raise UnsupportedConfigError(
+            f"{path}: field layer_types contains {sorted(layer_types)}; only full_attention is "
+            "supported"
+        )
     if hf.get("pretraining_tp", 1) != 1:
         raise UnsupportedConfigError(
             f"{path}: field pretraining_tp={hf['pretraining_tp']} is not supported"
@@ -229,6 +239,8 @@ def from_hf_config(hf: dict[str, Any], path: str = "config.json", **overrides: A
         tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
         max_position_embeddings=hf.get("max_position_embeddings", 32768),
     )
+    # The checkpoint's own `dtype` is deliberately not adopted: params default to float32 (master
+    # weights for training); pass param_dtype="bfloat16" to keep a bf16 checkpoint in bf16.
     kwargs.update(overrides)
     return ModelConfig(**kwargs)
 
