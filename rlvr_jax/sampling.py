@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import struct
+from jax.sharding import PartitionSpec as P
 
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
@@ -169,18 +170,17 @@ def segment_ends(Tc: int, segments: int) -> tuple[int, ...]:
 
 
 def _decode(
-    params, cache, logits_BxV, prompt_mask_BxTp, stop_BxX, max_new, key, *, model_cfg, cfg, Tc
+    params, cache, logits_BxV, prompt_mask_BxTp, stop_BxX, max_new, u_BxTc, *, model_cfg, cfg, Tc
 ):
     """The decode loop: one token per iteration until max_new tokens or every row has stopped.
 
     The loop runs in segments (`segment_ends`); segment j only sees the first Tp + end_j cache
     slots, which is every slot it can attend to, so early steps do not stream the empty tail of
-    the cache.
+    the cache. `u_BxTc` holds every uniform the sampler will use, drawn up front: no PRNG work
+    inside the loop body.
     """
     B, Tp = prompt_mask_BxTp.shape
     prompt_len_B = jnp.sum(prompt_mask_BxTp, axis=1, dtype=jnp.int32)
-    # All uniforms drawn up front: no PRNG work inside the loop body.
-    u_BxTc = jax.random.uniform(key, (B, Tc), jnp.float32)
 
     def cond(s: _LoopState, end: int):
         return (s.step < jnp.minimum(max_new, end)) & ~jnp.all(s.done_B)
@@ -235,6 +235,34 @@ _prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "Tc"))
 _decode_jit = jax.jit(
     _decode, static_argnames=("model_cfg", "cfg", "Tc"), donate_argnames=("cache",)
 )
+_uniforms_jit = jax.jit(
+    lambda key, shape: jax.random.uniform(key, shape, jnp.float32), static_argnums=1
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _data_parallel_fns(mesh, model_cfg, cfg, Tc):
+    """Prefill and decode under `shard_map` over the batch axes, params replicated.
+
+    Each device runs its own loop on its rows with no communication at all, including the
+    early-exit test, which under plain SPMD partitioning would be an all-reduce every step.
+    """
+    rows = P(mesh_lib.BATCH_AXES)
+    prefill = jax.shard_map(
+        functools.partial(_prefill, model_cfg=model_cfg, Tc=Tc),
+        mesh=mesh,
+        in_specs=(P(), rows, rows),
+        out_specs=(rows, rows),
+        check_vma=False,  # loop carries start replicated (zeros) and become per-device
+    )
+    decode = jax.shard_map(
+        functools.partial(_decode, model_cfg=model_cfg, cfg=cfg, Tc=Tc),
+        mesh=mesh,
+        in_specs=(P(), rows, rows, rows, rows, P(), rows),
+        out_specs=rows,
+        check_vma=False,
+    )
+    return jax.jit(prefill), jax.jit(decode, donate_argnums=1)
 
 
 def pad_prompts(
@@ -287,7 +315,9 @@ def generate(
     completion bucket's length; entries past `lengths_B` are padding.
 
     With a `mesh`, the batch is split over its data x fsdp axes (the batch must divide evenly) and
-    `params` must already live on the mesh (e.g. replicated with `mesh.replicated`).
+    `params` must already live on the mesh (placed with `mesh.param_shardings`). A pure data mesh
+    (fsdp = tensor = 1) runs one independent loop per device under `shard_map`; other meshes are
+    partitioned by XLA from the parameter shardings.
     """
     padded = (
         isinstance(prompts, tuple)
@@ -311,19 +341,29 @@ def generate(
         prompt_BxTp, mask_BxTp, stop_BxX = jax.device_put(
             (prompt_BxTp, mask_BxTp, stop_BxX), mesh_lib.batch_sharding(mesh)
         )
-    cache, logits_BxV = _prefill_jit(params, prompt_BxTp, mask_BxTp, model_cfg=model_cfg, Tc=Tc)
-    _, tokens, mask, logps, lengths, stopped = _decode_jit(
-        params,
-        cache,
-        logits_BxV,
-        mask_BxTp,
-        stop_BxX,
-        np.int32(cfg.max_new_tokens),
-        key,
-        model_cfg=model_cfg,
-        cfg=static_cfg,
-        Tc=Tc,
-    )
+    u_BxTc = _uniforms_jit(key, (B, Tc))
+    max_new = np.int32(cfg.max_new_tokens)
+    if mesh is not None and mesh.shape["fsdp"] == mesh.shape["tensor"] == 1:
+        u_BxTc = jax.device_put(u_BxTc, mesh_lib.batch_sharding(mesh))
+        prefill, decode = _data_parallel_fns(mesh, model_cfg, static_cfg, Tc)
+        cache, logits_BxV = prefill(params, prompt_BxTp, mask_BxTp)
+        _, tokens, mask, logps, lengths, stopped = decode(
+            params, cache, logits_BxV, mask_BxTp, stop_BxX, max_new, u_BxTc
+        )
+    else:
+        cache, logits_BxV = _prefill_jit(params, prompt_BxTp, mask_BxTp, model_cfg=model_cfg, Tc=Tc)
+        _, tokens, mask, logps, lengths, stopped = _decode_jit(
+            params,
+            cache,
+            logits_BxV,
+            mask_BxTp,
+            stop_BxX,
+            max_new,
+            u_BxTc,
+            model_cfg=model_cfg,
+            cfg=static_cfg,
+            Tc=Tc,
+        )
     return SampleOutput(
         prompt_BxTp=jnp.asarray(prompt_BxTp),
         prompt_mask_BxTp=jnp.asarray(mask_BxTp),
