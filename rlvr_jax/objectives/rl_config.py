@@ -1,0 +1,96 @@
+"""RLConfig: the typed, validated knobs of the RL objective (advantages, clipping, KL, aggregation,
+DAPO's dynamic sampling and overlong handling). See RESEARCH.md section 1."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+ADV_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
+LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLConfig:
+    """The RL objective. Frozen and hashable: a static jit argument.
+
+    Defaults are GRPO with a symmetric PPO clip and no KL term (beta=0: no reference model). DAPO is
+    `eps_high=0.28, loss_agg="token_mean", dynamic_sampling=True` plus an overlong option; Dr. GRPO
+    is `adv_estimator="dr_grpo", loss_agg="seq_mean_token_sum_norm", norm_len=<max completion len>`.
+    """
+
+    group_size: int = 8  # G, completions per prompt
+    adv_estimator: str = "grpo"  # one of ADV_ESTIMATORS
+    adv_eps: float = 1e-6  # GRPO: (r - mean) / (std + adv_eps)
+    eps_low: float = 0.2  # ratio clipped below at 1 - eps_low
+    eps_high: float = 0.2  # ratio clipped above at 1 + eps_high (DAPO clip-higher: 0.28)
+    dual_clip: float | None = None  # c > 1: for A < 0 the token loss is capped at c * |A|
+    beta: float = 0.0  # KL(pi_theta || pi_ref) coefficient; 0 needs no reference model
+    kl_estimator: str = "k3"  # one of KL_ESTIMATORS
+    loss_agg: str = "token_mean"  # one of LOSS_AGGS
+    norm_len: int | None = None  # tokens, the constant L of seq_mean_token_sum_norm
+    entropy_coef: float = 0.0  # entropy bonus: the loss subtracts entropy_coef * entropy
+    num_updates: int = 1  # optimizer updates per rollout batch
+    dynamic_sampling: bool = False  # DAPO: drop groups whose rewards are all equal
+    max_resample_rounds: int = 0  # extra rollout rounds to refill dropped groups (0: drop only)
+    overlong_filter: bool = False  # DAPO: mask truncated completions out of the loss
+    overlong_penalty: bool = False  # DAPO soft overlong punishment added to the reward
+    overlong_max_len: int | None = None  # tokens, L_max of the soft penalty
+    overlong_cache_len: int | None = None  # tokens, L_cache of the soft penalty
+
+    def __post_init__(self):
+        def fail(name: str, why: str):
+            raise ValueError(f"RLConfig.{name}={getattr(self, name)!r} {why}")
+
+        for name, options in (
+            ("adv_estimator", ADV_ESTIMATORS),
+            ("kl_estimator", KL_ESTIMATORS),
+            ("loss_agg", LOSS_AGGS),
+        ):
+            if getattr(self, name) not in options:
+                fail(name, f"is not one of {options}")
+        for name in ("dynamic_sampling", "overlong_filter", "overlong_penalty"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be a bool")
+        for name in ("adv_eps", "eps_low", "eps_high", "beta", "entropy_coef"):
+            if not _is_num(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "must be a finite number >= 0")
+        if not _is_int(self.group_size) or self.group_size < 1:
+            fail("group_size", "must be an int >= 1")
+        if self.adv_estimator == "rloo" and self.group_size < 2:
+            fail("group_size", "must be >= 2 for adv_estimator='rloo' (leave-one-out baseline)")
+        if self.eps_low >= 1:
+            fail("eps_low", "must be < 1 (the lower clip bound 1 - eps_low must be positive)")
+        if self.dual_clip is not None and (not _is_num(self.dual_clip) or self.dual_clip <= 1):
+            fail("dual_clip", "must be None or a number > 1")
+        if self.norm_len is not None and (not _is_int(self.norm_len) or self.norm_len <= 0):
+            fail("norm_len", "must be None or an int > 0")
+        if self.loss_agg == "seq_mean_token_sum_norm" and self.norm_len is None:
+            fail("norm_len", "must be set (an int > 0) when loss_agg='seq_mean_token_sum_norm'")
+        if not _is_int(self.num_updates) or self.num_updates < 1:
+            fail("num_updates", "must be an int >= 1")
+        if not _is_int(self.max_resample_rounds) or self.max_resample_rounds < 0:
+            fail("max_resample_rounds", "must be an int >= 0")
+        for name in ("overlong_max_len", "overlong_cache_len"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value <= 0):
+                fail(name, "must be None or an int > 0")
+        if self.overlong_penalty:
+            if self.overlong_max_len is None or self.overlong_cache_len is None:
+                fail("overlong_penalty", "needs overlong_max_len and overlong_cache_len set")
+            if self.overlong_cache_len > self.overlong_max_len:
+                fail("overlong_cache_len", f"must be <= overlong_max_len={self.overlong_max_len}")
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the loss has a KL term, hence needs reference-policy log-probs."""
+        return self.beta > 0
