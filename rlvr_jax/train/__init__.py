@@ -1,0 +1,1 @@
+"""Training: state, the pure train step, checkpoints, metrics and the RL loop."""

@@ -1,0 +1,63 @@
+"""Held-out evaluation: greedy accuracy, and pass@1 / unbiased pass@k from k samples per prompt."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from rlvr_jax import sampling
+from rlvr_jax.data import types as data_types
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.objectives import metrics as metrics_lib
+from rlvr_jax.train import rollout as rollout_lib
+
+
+class Evaluator:
+    """Scores a policy on fixed held-out prompts with the training verifier."""
+
+    def __init__(
+        self,
+        tok: tokenizer_lib.Tokenizer,
+        examples: Sequence[data_types.Example],
+        *,
+        model_cfg: config_lib.ModelConfig,
+        system: str | None,
+        sampling_cfg: sampling.SamplingConfig,
+        k: int,
+    ):
+        self.tok, self.examples, self.model_cfg = tok, list(examples), model_cfg
+        self.system, self.sampling_cfg, self.k = system, sampling_cfg, k
+
+    def __call__(
+        self, params: params_lib.Params, key: jax.Array, score_fn: Callable
+    ) -> dict[str, Any]:
+        common = dict(system=self.system, model_cfg=self.model_cfg, score_fn=score_fn)
+        greedy_cfg = dataclasses.replace(self.sampling_cfg, temperature=0.0)
+        greedy = rollout_lib.sample(
+            params, self.tok, self.examples, key, G=1, sampling_cfg=greedy_cfg, **common
+        )
+        sampled = rollout_lib.sample(
+            params,
+            self.tok,
+            self.examples,
+            key,
+            G=self.k,
+            sampling_cfg=self.sampling_cfg,
+            **common,
+        )
+        correct_PxK = sampled.correct_B.reshape(-1, self.k)
+        c_P = correct_PxK.sum(axis=1)
+        return {
+            "eval/greedy_acc": float(greedy.correct_B.mean()),
+            "eval/pass@1": float(correct_PxK.mean()),
+            f"eval/pass@{self.k}": float(
+                np.mean([metrics_lib.pass_at_k(self.k, int(c), self.k) for c in c_P])
+            ),
+            "eval/len_mean": float(np.mean(sampled.sample.lengths_B)),
+        }

@@ -1,0 +1,144 @@
+"""What the loop builds from its config before training: model, tokenizer, data, scoring, checks.
+
+Every check here runs before anything is compiled, so a bad config fails in seconds with the key named.
+"""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from rlvr_jax import sampling
+from rlvr_jax.data import files as files_lib
+from rlvr_jax.data import synthetic
+from rlvr_jax.data import types as data_types
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import hf
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.objectives import rl_config
+from rlvr_jax.rewards import math as math_lib
+from rlvr_jax.rewards import pool as pool_lib
+
+FILE_FORMATS = ("gsm8k", "math", "math500", "parquet")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work, named by its key."""
+
+
+def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig) -> None:
+    P, G = c.train.prompts_per_step, rl.group_size
+    B = P * G
+    if G < 2:
+        raise ConfigError(f"rl.group_size={G}: GRPO needs at least 2 samples per prompt")
+    if B % rl.num_updates:
+        raise ConfigError(
+            f"batch of train.prompts_per_step x rl.group_size = {P} x {G} = {B} rows is not "
+            f"divisible by rl.num_updates={rl.num_updates}"
+        )
+    if (B // rl.num_updates) % c.train.micro_batches:
+        raise ConfigError(
+            f"mini-batch of {B // rl.num_updates} rows is not divisible by "
+            f"train.micro_batches={c.train.micro_batches}"
+        )
+    if c.eval.k < 1 or c.eval.num_prompts < 1:
+        raise ConfigError("eval.k and eval.num_prompts must be >= 1")
+    if c.data.source not in ("synthetic", *FILE_FORMATS):
+        raise ConfigError(
+            f"data.source={c.data.source!r} is not one of {('synthetic', *FILE_FORMATS)}"
+        )
+
+
+def load_model(
+    c: ml_collections.ConfigDict,
+) -> tuple[config_lib.ModelConfig, params_lib.Params, tokenizer_lib.Tokenizer]:
+    """(model config, initial params, tokenizer) from an HF folder or a preset."""
+    dtypes = dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype)
+    if c.model.init_from:
+        model_cfg, params, _ = hf.load_checkpoint(c.model.init_from, **dtypes)
+        model_cfg = dataclasses.replace(model_cfg, remat=c.model.remat)
+        tok = tokenizer_lib.load_tokenizer(c.model.init_from)
+    else:
+        model_cfg = config_lib.get_preset(c.model.preset, remat=c.model.remat, **dtypes)
+        params = params_lib.init_params(model_cfg, jax.random.key(c.seed))
+        tok = tokenizer_lib.load_tiny_tokenizer()
+    if tok.vocab_size > model_cfg.vocab_size:
+        raise ConfigError(
+            f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={model_cfg.vocab_size}"
+        )
+    return model_cfg, params, tok
+
+
+def load_data(
+    c: ml_collections.ConfigDict,
+) -> tuple[list[data_types.Example], list[data_types.Example]]:
+    """(train, held-out eval) examples."""
+    d = c.data
+    if d.source == "synthetic":
+        cfg = synthetic.SyntheticConfig(**d.synthetic)
+        train = synthetic.make_split(cfg, "train", d.train_size, seed=c.seed)
+        test = synthetic.make_split(cfg, "test", d.eval_size, seed=c.seed)
+        return train, test
+    loaders = {
+        "gsm8k": files_lib.load_gsm8k,
+        "math": files_lib.load_math,
+        "math500": files_lib.load_math500,
+        "parquet": files_lib.load_parquet,
+    }
+    if not d.train_files or not d.eval_files:
+        raise ConfigError(f"data.source={d.source!r} needs data.train_files and data.eval_files")
+    load = loaders[d.source]
+    train = files_lib.dedupe([ex for f in d.train_files for ex in load(f)])
+    test = files_lib.dedupe([ex for f in d.eval_files for ex in load(f)])
+    return train, test
+
+
+def _score_one(item: tuple[str, str]) -> math_lib.MathVerdict:
+    text, answer = item
+    return math_lib.score_math(text, answer)
+
+
+def make_score_fn(pool: pool_lib.VerifierPool):
+    """texts, answers -> verdicts, through worker processes; a timeout or crash scores 0."""
+
+    def score(texts: list[str], answers: list[str]) -> list[math_lib.MathVerdict]:
+        out = pool.map(_score_one, list(zip(texts, answers, strict=True)))
+        return [
+            v
+            if isinstance(v, math_lib.MathVerdict)
+            else math_lib.MathVerdict(
+                reward=0.0,
+                correct=False,
+                extracted=None,
+                status="timeout" if v.kind == "timeout" else "verifier_error",
+            )
+            for v in out
+        ]
+
+    return score
+
+
+def rollout_metrics(r, G: int, sampling_cfg: sampling.SamplingConfig) -> dict[str, Any]:
+    rewards_PxG = r.rewards_B.reshape(-1, G)
+    lengths = np.asarray(r.sample.lengths_B)
+    statuses = np.asarray(r.statuses)
+    return {
+        "rollout/reward_mean": float(r.rewards_B.mean()),
+        "rollout/reward_std": float(r.rewards_B.std()),
+        "rollout/acc": float(r.correct_B.mean()),
+        "rollout/len_mean": float(lengths.mean()),
+        "rollout/len_max": float(lengths.max()),
+        "rollout/truncated_frac": float(1.0 - np.asarray(r.sample.stopped_B).mean()),
+        "rollout/frac_zero_std_groups": float((rewards_PxG.std(axis=1) == 0).mean()),
+        "rollout/no_answer_frac": float((statuses == "no_answer").mean()),
+        "rollout/verifier_error_frac": float(
+            np.isin(statuses, ("verifier_error", "timeout")).mean()
+        ),
+        "rollout/prompts": float(len(r.examples)),
+    }

@@ -1,0 +1,234 @@
+"""The pure train step: policy-gradient loss, micro-batched gradient accumulation, one optimizer update.
+
+`train_step(state, batch) -> (state, metrics)` is jitted once by `make_train_step`, with the state
+donated. The loss is the same number whatever the micro-batch count: each micro-batch's aggregate is
+weighted by its share of the aggregation's denominator (tokens, sequences or rows). A non-finite loss
+or gradient skips the update (params and optimizer state unchanged) and reports `train/skipped`.
+"""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import optax
+
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import transformer
+from rlvr_jax.objectives import policy_loss
+from rlvr_jax.objectives import rl_config
+from rlvr_jax.train import state as state_lib
+
+
+def completion_logps(
+    params: params_lib.Params,
+    prompt_BxTp: jax.Array,
+    prompt_mask_BxTp: jax.Array,
+    completion_BxTc: jax.Array,
+    completion_mask_BxTc: jax.Array,
+    *,
+    model_cfg: config_lib.ModelConfig,
+    temperature: float = 1.0,
+) -> tuple[jax.Array, jax.Array]:
+    """Log-probs and entropies [B, Tc] of the completion tokens under the tempered policy.
+
+    One forward pass over prompt + completion; only the Tc positions that predict completion tokens
+    go through the LM head. Temperature matches the sampler's, so on-policy ratios are exactly 1.
+    """
+    chex.assert_equal_shape([prompt_BxTp, prompt_mask_BxTp])
+    chex.assert_equal_shape([completion_BxTc, completion_mask_BxTc])
+    Tp = prompt_BxTp.shape[1]
+    tokens_BxT = jnp.concatenate([prompt_BxTp, completion_BxTc], axis=1)
+    mask_BxT = jnp.concatenate([prompt_mask_BxTp, completion_mask_BxTc], axis=1)
+    positions_BxT = transformer.positions_from_mask(mask_BxT)
+    hidden_BxTxD, _ = transformer.decode_hidden(
+        params, tokens_BxT, positions_BxT, mask_BxT, model_cfg
+    )
+    logits_BxTcxV = transformer.lm_logits(params, hidden_BxTxD[:, Tp - 1 : -1])
+    logits_BxTcxV = logits_BxTcxV / (temperature if temperature > 0 else 1.0)
+    logps_BxTc = policy_loss.token_logps(logits_BxTcxV, completion_BxTc)
+    entropy_BxTc = policy_loss.entropy(logits_BxTcxV)
+    return logps_BxTc, entropy_BxTc
+
+
+def _agg_weight(mask_BxTc: jax.Array, total: jax.Array, rl: rl_config.RLConfig) -> jax.Array:
+    """This micro-batch's share of the full batch's aggregation denominator."""
+    if rl.loss_agg == "token_mean":
+        part = jnp.sum(mask_BxTc, dtype=jnp.float32)
+    elif rl.loss_agg == "seq_mean_token_mean":
+        part = jnp.sum(jnp.any(mask_BxTc, axis=1), dtype=jnp.float32)
+    else:  # seq_mean_token_sum_norm: a constant per row
+        part = jnp.float32(mask_BxTc.shape[0])
+    return part / jnp.maximum(total, 1.0)
+
+
+def _loss_fn(params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature):
+    logps_BxTc, entropy_BxTc = completion_logps(
+        params,
+        mb.prompt_BxTp,
+        mb.prompt_mask_BxTp,
+        mb.completion_BxTc,
+        mb.completion_mask_BxTc,
+        model_cfg=model_cfg,
+        temperature=temperature,
+    )
+    loss, metrics = policy_loss.policy_loss(
+        logps_BxTc,
+        mb.old_logps_BxTc,
+        mb.adv_BxTc,
+        mb.completion_mask_BxTc,
+        rl=rl,
+        ref_logps_BxT=mb.ref_logps_BxTc,
+        entropy_BxT=entropy_BxTc,
+    )
+    weight = _agg_weight(mb.completion_mask_BxTc, total, rl)
+    # Means add up over micro-batches by their weights; maxima combine by max (see accumulate).
+    metrics = {k: v if k.endswith("_max") else v * weight for k, v in metrics.items()}
+    return loss * weight, metrics
+
+
+def train_step(
+    state: state_lib.TrainState,
+    batch: state_lib.TrainBatch,
+    *,
+    model_cfg: config_lib.ModelConfig,
+    rl: rl_config.RLConfig,
+    optimizer: optax.GradientTransformation,
+    temperature: float,
+    num_micro: int,
+) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+    """One optimizer update on `batch`, accumulated over `num_micro` micro-batches."""
+    B = batch.completion_BxTc.shape[0]
+    if B % num_micro:
+        raise ValueError(f"batch of {B} rows does not split into {num_micro} micro-batches")
+    mask = batch.completion_mask_BxTc
+    if rl.loss_agg == "token_mean":
+        total = jnp.sum(mask, dtype=jnp.float32)
+    elif rl.loss_agg == "seq_mean_token_mean":
+        total = jnp.sum(jnp.any(mask, axis=1), dtype=jnp.float32)
+    else:
+        total = jnp.float32(B)
+    micro = jax.tree.map(lambda x: x.reshape(num_micro, B // num_micro, *x.shape[1:]), batch)
+    grad_fn = jax.value_and_grad(
+        functools.partial(_loss_fn, model_cfg=model_cfg, rl=rl, temperature=temperature),
+        has_aux=True,
+    )
+
+    def accumulate(carry, mb):
+        grads, loss, metrics = carry
+        (mb_loss, mb_metrics), mb_grads = grad_fn(state.params, mb, total)
+        grads = jax.tree.map(jnp.add, grads, mb_grads)
+        metrics = {
+            k: jnp.maximum(v, mb_metrics[k]) if k.endswith("_max") else v + mb_metrics[k]
+            for k, v in metrics.items()
+        }
+        return (grads, loss + mb_loss, metrics), None
+
+    first = jax.tree.map(lambda x: x[0], micro)
+    metrics_shape = jax.eval_shape(lambda: grad_fn(state.params, first, total)[0][1])
+    zeros = (
+        jax.tree.map(jnp.zeros_like, state.params),
+        jnp.zeros((), jnp.float32),
+        {
+            k: jnp.full(s.shape, -jnp.inf if k.endswith("_max") else 0.0, s.dtype)
+            for k, s in metrics_shape.items()
+        },
+    )
+    (grads, loss, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
+
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    # A NaN/inf loss or gradient leaves the state untouched (and is never checkpointed).
+    keep = lambda new, old: jnp.where(finite, new, old)
+    new_state = state_lib.TrainState(
+        step=state.step + finite.astype(jnp.int32),
+        params=jax.tree.map(keep, new_params, state.params),
+        opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
+    )
+    metrics = dict(metrics)
+    metrics.update(
+        {
+            "train/loss": loss,
+            "train/grad_norm": grad_norm,
+            "train/skipped": 1.0 - finite.astype(jnp.float32),
+            "train/tokens": jnp.sum(mask, dtype=jnp.float32),
+        }
+    )
+    return new_state, metrics
+
+
+def make_train_step(
+    *,
+    model_cfg: config_lib.ModelConfig,
+    rl: rl_config.RLConfig,
+    optimizer: optax.GradientTransformation,
+    temperature: float = 1.0,
+    num_micro: int = 1,
+):
+    """The jitted train step, state donated (the caller must not reuse the state it passes in)."""
+    step = functools.partial(
+        train_step,
+        model_cfg=model_cfg,
+        rl=rl,
+        optimizer=optimizer,
+        temperature=temperature,
+        num_micro=num_micro,
+    )
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_logps_fn(*, model_cfg: config_lib.ModelConfig, temperature: float = 1.0):
+    """Jitted completion log-probs (reference or old-policy scoring), no gradient."""
+
+    def logps(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
+        out, _ = completion_logps(
+            params,
+            prompt_BxTp,
+            prompt_mask_BxTp,
+            completion_BxTc,
+            completion_mask_BxTc,
+            model_cfg=model_cfg,
+            temperature=temperature,
+        )
+        return out
+
+    return jax.jit(logps)
+
+
+def sft_step(
+    state: state_lib.TrainState,
+    batch: state_lib.TrainBatch,
+    *,
+    model_cfg: config_lib.ModelConfig,
+    optimizer: optax.GradientTransformation,
+) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
+    """Supervised warm start: token-mean cross-entropy of the completion given the prompt."""
+
+    def loss_fn(params):
+        logps_BxTc, _ = completion_logps(
+            params,
+            batch.prompt_BxTp,
+            batch.prompt_mask_BxTp,
+            batch.completion_BxTc,
+            batch.completion_mask_BxTc,
+            model_cfg=model_cfg,
+        )
+        mask = batch.completion_mask_BxTc
+        return -jnp.sum(logps_BxTc * mask) / jnp.maximum(jnp.sum(mask), 1)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    new_state = state_lib.TrainState(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, {"warm/loss": loss, "warm/grad_norm": optax.global_norm(grads)}
+
+
+def make_sft_step(*, model_cfg: config_lib.ModelConfig, optimizer: optax.GradientTransformation):
+    step = functools.partial(sft_step, model_cfg=model_cfg, optimizer=optimizer)
+    return jax.jit(step, donate_argnums=0)
