@@ -1,0 +1,1 @@
+"""Host-side reward verifiers (no JAX): math answers, and the worker pool that runs them."""
