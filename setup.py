@@ -22,6 +22,9 @@ setuptools.setup(
         "tokenizers>=0.23.3,<0.24",
         "transformers>=5.24.0,<5.25",
         "tqdm>=4.67",
+        "tensorboardX>=2.6.5,<2.7",
+        "matplotlib>=3.9",
+        "math-verify>=0.9.0,<0.10",
     ],
     extras_require={
         # The PyTorch reference in tests and benchmarks: CPU build, pinned (other versions pull CUDA).
@@ -30,7 +33,11 @@ setuptools.setup(
             "pytest>=9.0,<10",
             "pytest-xdist>=3.8,<4",
             "ruff>=0.14",
+            "psutil>=7.2,<8",
+            "pyarrow>=26.0,<27",
+            "tensorflow-datasets>=4.9.10,<4.10",
         ],
+        "data": ["pyarrow>=26.0,<27", "tensorflow-datasets>=4.9.10,<4.10"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

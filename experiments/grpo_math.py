@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -27,6 +27,7 @@ _WORKDIR = flags.DEFINE_string(
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     import jax  # noqa: F401  (after flags, so XLA_FLAGS set by the user apply)
 
     if os.environ.get("RLVR_DIST") == "1":

@@ -37,8 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         remat=False,
     )
     c.data = dict(
-        source="synthetic",  # synthetic | gsm8k | math | math500 | parquet
-        synthetic=dict(level=1),  # rlvr_jax.data.synthetic.SyntheticConfig fields
+        source="synthetic",  # synthetic | gsm8k | math | answer (MATH-500/AIME jsonl) | parquet
+        level=1,  # synthetic difficulty, 1..4 (rlvr_jax.data.synthetic.LEVELS)
         train_size=4000,  # synthetic examples
         eval_size=128,  # synthetic held-out examples
         train_files=(),

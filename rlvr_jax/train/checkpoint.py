@@ -35,7 +35,14 @@ def make_manager(workdir: str, cfg: CheckpointConfig) -> ocp.CheckpointManager:
         enable_async_checkpointing=cfg.async_save,
         create=True,
     )
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "ckpt")), options=options)
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "ckpt")),
+        options=options,
+        item_handlers={
+            "state": ocp.StandardCheckpointHandler(),
+            "record": ocp.JsonCheckpointHandler(),
+        },
+    )
 
 
 def save(
@@ -67,21 +74,30 @@ def restore_latest(
     return step, restored.state, restored.record
 
 
+def _path(keypath) -> str:
+    """A key path as 'params/layers/0/q', whether it came from dataclasses or from metadata dicts."""
+    parts = []
+    for k in keypath:
+        for attr in ("name", "key", "idx"):
+            if hasattr(k, attr):
+                parts.append(str(getattr(k, attr)))
+                break
+    return "/".join(parts)
+
+
 def _check_shapes(manager, step, abstract_state) -> None:
     """Raises naming the first parameter whose stored shape differs from the model's."""
     meta = manager.item_metadata(step)
-    stored = getattr(meta, "state", None) if meta is not None else None
+    stored = meta["state"] if meta is not None and "state" in meta else None
     if stored is None:
         return
-    want = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
-    have = jax.tree_util.tree_flatten_with_path(stored)[0]
-    have_by_path = {jax.tree_util.keystr(p): v for p, v in have}
-    for path, leaf in want:
-        key = jax.tree_util.keystr(path)
-        got = have_by_path.get(key)
-        shape = getattr(got, "shape", None)
-        if got is None or (shape is not None and tuple(shape) != tuple(leaf.shape)):
-            where = os.path.join(str(manager.directory), str(step))
+    have = {_path(p): v for p, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
+    where = os.path.join(str(manager.directory), str(step))
+    for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_state.params)[0]:
+        key = "params/" + _path(path)
+        got = have.get(key)
+        shape = None if got is None else tuple(getattr(got, "shape", ()))
+        if shape != tuple(leaf.shape):
             raise CheckpointShapeError(
                 f"{where}: checkpoint tensor {key} has shape {shape}, the model expects "
                 f"{tuple(leaf.shape)} (a checkpoint from a different model shape?)"

@@ -20,13 +20,10 @@ import orbax.checkpoint as ocp
 
 from rlvr_jax import sampling
 from rlvr_jax.data import iterator as iterator_lib
-from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
-from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import advantages as advantages_lib
-from rlvr_jax.objectives import dapo
-from rlvr_jax.objectives import rl_config
+from rlvr_jax.objectives import dapo, rl_config
 from rlvr_jax.rewards import pool as pool_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import evaluate as eval_lib
@@ -57,6 +54,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     optimizer = state_lib.make_optimizer(opt_cfg)
     manager = ckpt_lib.make_manager(workdir, ckpt_lib.CheckpointConfig(**c.ckpt))
     root_key = jax.random.key(c.seed)
+    train_key, eval_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
 
     # --- Resume or start: checkpoint > warm start from init params ---
     state = state_lib.init_state(init_params, optimizer)
@@ -102,16 +100,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         k=c.eval.k,
     )
 
-    with pool_lib.VerifierPool(c.verifier.workers, c.verifier.timeout_s) as pool:
+    with pool_lib.VerifierPool(
+        c.verifier.workers, c.verifier.timeout_s, preload=("rlvr_jax.rewards.math",)
+    ) as pool:
         score_fn = setup_lib.make_score_fn(pool)
         if start == 0:
-            m = evaluator(state.params, jax.random.fold_in(root_key, -1), score_fn)
+            m = evaluator(state.params, jax.random.fold_in(eval_key, 0), score_fn)
             writer.write(0, m)
             print(f"step 0: {_fmt(m)}", flush=True)
         last = {}
         for step in range(start + 1, c.train.steps + 1):
             t0 = time.perf_counter()
-            step_key = jax.random.fold_in(root_key, step)
+            step_key = jax.random.fold_in(train_key, step)
             # --- Rollout (with DAPO dynamic sampling: refill dropped groups from more prompts) ---
             rollouts, kept = [], 0
             for round_ in range(1 + (rl.max_resample_rounds if rl.dynamic_sampling else 0)):
@@ -182,7 +182,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
             # --- Eval / log / checkpoint ---
             if c.eval.every and step % c.eval.every == 0 or step == c.train.steps:
-                m.update(evaluator(state.params, jax.random.fold_in(root_key, -step), score_fn))
+                m.update(evaluator(state.params, jax.random.fold_in(eval_key, step), score_fn))
             writer.write(step, m)
             if step % c.log.every == 0 or step == c.train.steps:
                 print(f"step {step}: {_fmt(m)}", flush=True)

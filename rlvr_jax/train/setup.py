@@ -25,7 +25,7 @@ from rlvr_jax.objectives import rl_config
 from rlvr_jax.rewards import math as math_lib
 from rlvr_jax.rewards import pool as pool_lib
 
-FILE_FORMATS = ("gsm8k", "math", "math500", "parquet")
+FILE_FORMATS = ("gsm8k", "math", "answer", "parquet")  # data.files.load kinds
 
 
 class ConfigError(ValueError):
@@ -81,45 +81,27 @@ def load_data(
     """(train, held-out eval) examples."""
     d = c.data
     if d.source == "synthetic":
-        cfg = synthetic.SyntheticConfig(**d.synthetic)
+        cfg = synthetic.config_for_level(d.level)
         train = synthetic.make_split(cfg, "train", d.train_size, seed=c.seed)
         test = synthetic.make_split(cfg, "test", d.eval_size, seed=c.seed)
         return train, test
-    loaders = {
-        "gsm8k": files_lib.load_gsm8k,
-        "math": files_lib.load_math,
-        "math500": files_lib.load_math500,
-        "parquet": files_lib.load_parquet,
-    }
     if not d.train_files or not d.eval_files:
         raise ConfigError(f"data.source={d.source!r} needs data.train_files and data.eval_files")
-    load = loaders[d.source]
-    train = files_lib.dedupe([ex for f in d.train_files for ex in load(f)])
-    test = files_lib.dedupe([ex for f in d.eval_files for ex in load(f)])
+    train = files_lib.dedupe([ex for f in d.train_files for ex in files_lib.load(d.source, f)])
+    test = files_lib.dedupe([ex for f in d.eval_files for ex in files_lib.load(d.source, f)])
     return train, test
-
-
-def _score_one(item: tuple[str, str]) -> math_lib.MathVerdict:
-    text, answer = item
-    return math_lib.score_math(text, answer)
 
 
 def make_score_fn(pool: pool_lib.VerifierPool):
     """texts, answers -> verdicts, through worker processes; a timeout or crash scores 0."""
 
     def score(texts: list[str], answers: list[str]) -> list[math_lib.MathVerdict]:
-        out = pool.map(_score_one, list(zip(texts, answers, strict=True)))
-        return [
-            v
-            if isinstance(v, math_lib.MathVerdict)
-            else math_lib.MathVerdict(
-                reward=0.0,
-                correct=False,
-                extracted=None,
-                status="timeout" if v.kind == "timeout" else "verifier_error",
-            )
-            for v in out
-        ]
+        return pool.map(
+            math_lib.score_math_item,
+            list(zip(texts, answers, strict=True)),
+            on_timeout=math_lib.timeout_verdict,
+            on_error=math_lib.error_verdict,
+        )
 
     return score
 

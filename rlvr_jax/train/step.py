@@ -19,8 +19,7 @@ import optax
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import transformer
-from rlvr_jax.objectives import policy_loss
-from rlvr_jax.objectives import rl_config
+from rlvr_jax.objectives import policy_loss, rl_config
 from rlvr_jax.train import state as state_lib
 
 

@@ -1,0 +1,162 @@
+"""The RL loop end to end on a very small config: run, resume, kill -9 exactness, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from experiments.configs import grpo_math
+from rlvr_jax.train import checkpoint as ckpt_lib
+from rlvr_jax.train import loop
+from rlvr_jax.train import metrics as metrics_lib
+from rlvr_jax.train import setup as setup_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMALL = {
+    "train.steps": 3,
+    "train.prompts_per_step": 2,
+    "rl.group_size": 2,
+    "warm_start.steps": 3,
+    "warm_start.batch_size": 4,
+    "eval.num_prompts": 2,
+    "eval.k": 2,
+    "eval.every": 2,
+    "sampling.max_new_tokens": 16,
+    "ckpt.every": 1,
+    "ckpt.async_save": False,
+    "data.train_size": 40,
+    "data.eval_size": 8,
+    "log.tensorboard": False,
+    "verifier.workers": 1,
+}
+
+
+def small_config(**overrides):
+    c = grpo_math.get_config()
+    for key, value in {**SMALL, **overrides}.items():
+        group, name = key.split(".")
+        c[group][name] = value
+    return c
+
+
+def _flags(overrides: dict) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in {**SMALL, **overrides}.items()]
+
+
+def _comparable(rows):
+    """Metric rows without wall-clock figures."""
+    return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
+
+
+def test_run_then_resume_appends_metrics(tmp_path):
+    workdir = str(tmp_path)
+    loop.run(small_config(**{"train.steps": 2}), workdir)
+    rows = metrics_lib.read_metrics(workdir)
+    assert [r["step"] for r in rows if "rollout/reward_mean" in r] == [1, 2]
+    assert any("eval/pass@1" in r for r in rows if r["step"] == 0)
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    loop.run(small_config(**{"train.steps": 3}), workdir)  # resumes from step 2
+    steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "rollout/reward_mean" in r]
+    assert steps == [1, 2, 3]
+
+
+def _restore_params(workdir):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "ckpt"))
+    step = manager.latest_step()
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return step, restored.state
+
+
+def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
+    """A run killed after its first checkpoint and rerun ends bitwise equal to a clean run."""
+    cmd = [sys.executable, os.path.join(ROOT, "experiments", "grpo_math.py")]
+    overrides = {"train.steps": 4}
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
+    subprocess.run(
+        [*cmd, f"--workdir={clean}", *_flags(overrides)], check=True, env=env, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*cmd, f"--workdir={killed}", *_flags(overrides)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not os.path.isdir(os.path.join(killed, "ckpt", "2")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    subprocess.run(
+        [*cmd, f"--workdir={killed}", *_flags(overrides)], check=True, env=env, capture_output=True
+    )
+    step_a, state_a = _restore_params(clean)
+    step_b, state_b = _restore_params(killed)
+    assert step_a == step_b == 4
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    rows_a = _comparable(metrics_lib.read_metrics(clean))
+    rows_b = _comparable(metrics_lib.read_metrics(killed))
+    assert rows_a == rows_b
+
+
+def test_bad_config_fails_before_compiling(tmp_path):
+    with pytest.raises(setup_lib.ConfigError, match="rl.num_updates=3"):
+        loop.run(small_config(**{"rl.num_updates": 3}), str(tmp_path))
+    with pytest.raises(ValueError, match="unknown preset"):
+        grpo_math.get_config("qwen9")
+    with pytest.raises(FileNotFoundError, match="nope.jsonl"):
+        loop.run(
+            small_config(
+                **{
+                    "data.source": "gsm8k",
+                    "data.train_files": ("nope.jsonl",),
+                    "data.eval_files": ("nope.jsonl",),
+                }
+            ),
+            str(tmp_path),
+        )
+
+
+def test_data_row_without_answer_names_file_and_line(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(
+        json.dumps({"question": "1+1?", "answer": "#### 2"}) + "\n" + json.dumps({"question": "x"})
+    )
+    c = small_config(
+        **{
+            "data.source": "gsm8k",
+            "data.train_files": (str(path),),
+            "data.eval_files": (str(path),),
+        }
+    )
+    with pytest.raises(ValueError, match=r"train.jsonl, line 2"):
+        loop.run(c, str(tmp_path / "w"))
+
+
+def test_mistyped_override_fails_at_parse_time(tmp_path):
+    cmd = [
+        sys.executable,
+        os.path.join(ROOT, "experiments", "grpo_math.py"),
+        f"--workdir={tmp_path}",
+        "--config.rl.betta=0.1",
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "betta" in out.stderr
+
+
+def test_checkpoint_from_another_model_shape_is_refused(tmp_path):
+    workdir = str(tmp_path)
+    loop.run(small_config(**{"train.steps": 1}), workdir)
+    c = small_config(**{"train.steps": 2})
+    c.model.preset = "qwen2_3m"
+    with pytest.raises(ckpt_lib.CheckpointShapeError, match="different model shape"):
+        loop.run(c, workdir)
