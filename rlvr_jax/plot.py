@@ -1,7 +1,7 @@
 """Renders a run's curves to PNG: `python -m rlvr_jax.plot WORKDIR [--out FILE]`.
 
-One panel per metric namespace group (rollout reward/accuracy, eval, rl, train loss, perf), read from
-WORKDIR/metrics.jsonl. Writes WORKDIR/curves.png by default.
+One panel per metric namespace group (rollout reward/accuracy, eval, rl, train loss, perf), read
+from WORKDIR/metrics.jsonl. Writes WORKDIR/curves.png by default.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Checkpoints: orbax CheckpointManager over the TrainState plus a JSON record (data cursor, RNG, config).
+"""Checkpoints: orbax CheckpointManager over the TrainState plus a JSON record (data cursor, RNG,
+config).
 
 Saves are asynchronous and atomic (orbax writes to a temporary directory and renames it when
 complete), so a crash during a save leaves the previous checkpoint usable and an unfinished one is
@@ -75,7 +76,8 @@ def restore_latest(
 
 
 def _path(keypath) -> str:
-    """A key path as 'params/layers/0/q', whether it came from dataclasses or from metadata dicts."""
+    """A key path as 'params/layers/0/q', whether it came from dataclasses or from metadata
+    dicts."""
     parts = []
     for k in keypath:
         for attr in ("name", "key", "idx"):

@@ -1,8 +1,9 @@
 """The RL loop, readable top to bottom: prompts -> sampler -> verifiers -> advantages -> updates.
 
-`run(c, workdir)` takes the experiment's ConfigDict (the only library module that does), converts each
-group once into its typed dataclass, and then loops. Resume order: (1) the latest checkpoint in
-`workdir`; (2) `c.model.init_from` (an HF folder, params only) plus the warm start; (3) from scratch.
+`run(c, workdir)` takes the experiment's ConfigDict (the only library module that does), converts
+each group once into its typed dataclass, and then loops. Resume order: (1) the latest checkpoint in
+`workdir`; (2) `c.model.init_from` (an HF folder, params only) plus the warm start; (3) from
+scratch.
 """
 
 # pylint: disable=invalid-name
@@ -36,7 +37,8 @@ from rlvr_jax.train import warm_start as warm_lib
 
 
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-    """Trains with the config `c` in `workdir`; rerunning the same call resumes. Returns final metrics."""
+    """Trains with the config `c` in `workdir`; rerunning the same call resumes. Returns final
+    metrics."""
     # --- Typed configs and validation (every error here comes before any compile) ---
     rl = rl_config.RLConfig(**c.rl)
     opt_cfg = state_lib.OptConfig(**c.opt)
@@ -167,7 +169,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             mb = n_rows // rl.num_updates
             step_metrics = []
             for u in range(rl.num_updates):
-                part = jax.tree.map(lambda x, u=u: x[u * mb : (u + 1) * mb], batch)
+                part = jax.tree.map(lambda x, u=u, mb=mb: x[u * mb : (u + 1) * mb], batch)
                 state, sm = train_step(state, part)
                 step_metrics.append(sm)
             step_metrics = jax.device_get(step_metrics)

@@ -1,4 +1,5 @@
-"""Rollouts: prompts -> G samples each -> host verifiers -> rewards, and the TrainBatch built from them.
+"""Rollouts: prompts -> G samples each -> host verifiers -> rewards, and the TrainBatch built from
+them.
 
 Rows are group-major: rows p*G .. p*G+G-1 are the G samples of prompt p.
 """

@@ -1,6 +1,7 @@
 """What the loop builds from its config before training: model, tokenizer, data, scoring, checks.
 
-Every check here runs before anything is compiled, so a bad config fails in seconds with the key named.
+Every check here runs before anything is compiled, so a bad config fails in seconds with the key
+named.
 """
 
 # pylint: disable=invalid-name

@@ -30,7 +30,8 @@ class TrainState:
 
 @struct.dataclass
 class TrainBatch:
-    """One rollout batch, ready for the loss. Advantages are per token (broadcast from per sequence)."""
+    """One rollout batch, ready for the loss. Advantages are per token (broadcast from per
+    sequence)."""
 
     prompt_BxTp: jax.Array  # int32, left padded
     prompt_mask_BxTp: jax.Array  # bool

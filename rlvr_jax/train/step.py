@@ -1,9 +1,11 @@
-"""The pure train step: policy-gradient loss, micro-batched gradient accumulation, one optimizer update.
+"""The pure train step: policy-gradient loss, micro-batched gradient accumulation, one optimizer
+update.
 
 `train_step(state, batch) -> (state, metrics)` is jitted once by `make_train_step`, with the state
 donated. The loss is the same number whatever the micro-batch count: each micro-batch's aggregate is
-weighted by its share of the aggregation's denominator (tokens, sequences or rows). A non-finite loss
-or gradient skips the update (params and optimizer state unchanged) and reports `train/skipped`.
+weighted by its share of the aggregation's denominator (tokens, sequences or rows). A non-finite
+loss or gradient skips the update (params and optimizer state unchanged) and reports
+`train/skipped`.
 """
 
 # pylint: disable=invalid-name

@@ -2,7 +2,8 @@
 
 The tiny default starts from random weights; RL needs a policy that is sometimes right, so the same
 command first fits the worked solutions of the training split for a fixed number of steps.
-Deterministic for a seed, so a resumed run that needs the warm-start weights again gets them bitwise.
+Deterministic for a seed, so a resumed run that needs the warm-start weights again gets them
+bitwise.
 """
 
 # pylint: disable=invalid-name
