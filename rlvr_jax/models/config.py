@@ -79,9 +79,21 @@ class ModelConfig:
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
 
+    @property
+    def dims(self) -> tuple[int, int, int, int, int, int]:
+        """(D, H, N, K, F, V): the dimension legend's sizes, for unpacking in one line."""
+        return (
+            self.d_model,
+            self.num_heads,
+            self.num_kv_heads,
+            self.head_dim,
+            self.mlp_dim,
+            self.vocab_size,
+        )
+
     def num_params(self) -> int:
         """Parameter count, embeddings included (tied embeddings counted once)."""
-        D, H, N, K, F = self.d_model, self.num_heads, self.num_kv_heads, self.head_dim, self.mlp_dim
+        D, H, N, K, F, _ = self.dims
         attn = (
             D * H * K * 2
             + D * N * K * 2

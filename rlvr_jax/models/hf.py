@@ -82,14 +82,7 @@ class TensorSpec:
 
 def tensor_specs(cfg: config_lib.ModelConfig) -> list[TensorSpec]:
     """The HF <-> Params name and layout table for `cfg`: the single place the mapping lives."""
-    D, H, N, K, F, V = (
-        cfg.d_model,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-        cfg.mlp_dim,
-        cfg.vocab_size,
-    )
+    D, H, N, K, F, V = cfg.dims
     specs = [TensorSpec("model.embed_tokens.weight", "embed", (V, D), (V, D), False)]
     for i in range(cfg.num_layers):
         hf, us = f"model.layers.{i}.", f"layers.{i}."

@@ -89,14 +89,7 @@ def param_shapes(cfg: config_lib.ModelConfig) -> Params:
 
 def init_params(cfg: config_lib.ModelConfig, key: jax.Array, std: float = 0.02) -> Params:
     """Random init: normal(std) matrices, unit norms, zero biases; stored in `cfg.param_dtype`."""
-    D, H, N, K, F, V = (
-        cfg.d_model,
-        cfg.num_heads,
-        cfg.num_kv_heads,
-        cfg.head_dim,
-        cfg.mlp_dim,
-        cfg.vocab_size,
-    )
+    D, H, N, K, F, V = cfg.dims
     dtype = jnp.dtype(cfg.param_dtype)
     keys = iter(jax.random.split(key, 2 + 7 * cfg.num_layers))
 
