@@ -21,7 +21,7 @@ setuptools.setup(
         "safetensors>=0.8.0,<0.9",
         "tokenizers>=0.23.3,<0.24",
         "transformers>=5.24.0,<5.25",
-        "tqdm>=4.67",
+        "tqdm>=4.70.1,<4.71",
         "tensorboardX>=2.6.5,<2.7",
         "matplotlib>=3.9",
         "math-verify>=0.9.0,<0.10",
@@ -38,6 +38,8 @@ setuptools.setup(
             "tensorflow-datasets>=4.9.10,<4.10",
         ],
         "data": ["pyarrow>=26.0,<27", "tensorflow-datasets>=4.9.10,<4.10"],
+        # benchmarks/grpo_step_vs_trl.py: TRL's GRPOTrainer (1.16.0 works with transformers 5.24).
+        "bench": ["torch==2.13.0", "trl==1.16.0"],
         "tpu": ["jax[tpu]>=0.10.2,<0.11"],
         "gpu": ["jax[cuda12]>=0.10.2,<0.11"],
     },

@@ -153,6 +153,27 @@ class SyntheticTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "only 0 distinct train prompts"):
             synthetic.make_split(dead, "train", 5, seed=0)
 
+    @parameterized.parameters(1, 3)
+    def test_slips_change_only_the_last_value(self, level):
+        examples = synthetic.make_split(synthetic.config_for_level(level), "train", 400, seed=0)
+        slipped = synthetic.with_slips(examples, 0.5, seed=0)
+        self.assertEqual(synthetic.with_slips(examples, 0.5, seed=0), slipped)  # deterministic
+        n_slipped = 0
+        for ex, sl in zip(examples, slipped, strict=True):
+            self.assertEqual((sl.uid, sl.prompt, sl.answer), (ex.uid, ex.prompt, ex.answer))
+            if sl.solution == ex.solution:
+                continue
+            n_slipped += 1
+            boxed = int(files.last_boxed(sl.solution))
+            self.assertIn(abs(boxed - int(ex.answer)), (1, 2))
+            old, new = ex.solution.split("\n"), sl.solution.split("\n")
+            self.assertEqual(old[:-2], new[:-2])  # every step but the last is untouched
+            self.assertEqual(int(re.search(r"= (\d+) ", new[-2]).group(1)), boxed)
+        self.assertBetween(n_slipped, 160, 240)
+        self.assertEqual(synthetic.with_slips(examples, 0.0, seed=0), examples)
+        with self.assertRaisesRegex(ValueError, "slip fraction"):
+            synthetic.with_slips(examples, 1.5, seed=0)
+
 
 if __name__ == "__main__":
     absltest.main()

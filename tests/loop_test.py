@@ -1,4 +1,5 @@
-"""The RL loop end to end on a very small config: run, resume, kill -9 exactness, bad input."""
+"""The RL loop end to end on a very small config: run, resume (own checkpoint or another run's),
+kill -9 exactness, NaN steps, bad input."""
 
 import json
 import os
@@ -13,6 +14,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import grpo_math
+from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
@@ -55,16 +57,67 @@ def _comparable(rows):
     return [{k: v for k, v in r.items() if not k.startswith("perf/")} for r in rows]
 
 
-def test_run_then_resume_appends_metrics(tmp_path):
-    workdir = str(tmp_path)
-    loop.run(small_config(**{"train.steps": 2}), workdir)
+def test_run_then_resume_appends_metrics(tmp_path, capsys):
+    """Resuming in place and continuing in a new workdir (ckpt.resume_from) end up bitwise equal."""
+    workdir, other = str(tmp_path / "run"), str(tmp_path / "continued")
+    beta = {"rl.beta": 0.01}  # a reference policy, which the continued run must carry over
+    loop.run(small_config(**{"train.steps": 2}, **beta), workdir)
     rows = metrics_lib.read_metrics(workdir)
     assert [r["step"] for r in rows if "rollout/reward_mean" in r] == [1, 2]
     assert any("eval/pass@1" in r for r in rows if r["step"] == 0)
     assert os.path.exists(os.path.join(workdir, "config.json"))
-    loop.run(small_config(**{"train.steps": 3}), workdir)  # resumes from step 2
+    out = capsys.readouterr()
+    assert "| 2/2 [" in out.err and "reward=" in out.err and "kl=" in out.err  # progress bar
+    assert "step 2: {" in out.out
+
+    # A new workdir continues from the run's checkpoint directory; the source is left as it was.
+    source = os.path.join(workdir, "ckpt")
+    loop.run(small_config(**{"train.steps": 3, "ckpt.resume_from": source}, **beta), other)
+    out = capsys.readouterr()
+    assert "| 2/3 [" in out.err and "| 0/3 [" not in out.err  # the bar starts at step 2
+    assert f"resumed from {source} at step 2" in out.out
+    assert [r["step"] for r in metrics_lib.read_metrics(other)] == [3]
+    assert sorted(os.listdir(source)) == ["1", "2"]
+
+    loop.run(small_config(**{"train.steps": 3}, **beta), workdir)  # resumes from step 2
     steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "rollout/reward_mean" in r]
     assert steps == [1, 2, 3]
+    (step_a, state_a), (step_b, state_b) = _restore_params(workdir), _restore_params(other)
+    assert step_a == step_b == 3
+    _assert_trees_equal(state_a, state_b)
+    checkpointer = ocp.StandardCheckpointer()
+    _assert_trees_equal(
+        checkpointer.restore(os.path.join(workdir, "reference")),
+        checkpointer.restore(os.path.join(other, "reference")),
+    )
+    rows_a, rows_b = metrics_lib.read_metrics(workdir), metrics_lib.read_metrics(other)
+    assert _comparable(rows_a)[-1] == _comparable(rows_b)[-1]
+
+
+def test_nan_step_is_logged_with_its_step_and_not_checkpointed(tmp_path, monkeypatch, capsys):
+    compute, calls = advantages_lib.compute, []
+
+    def nan_at_step_2(rewards_B, rl):
+        calls.append(len(rewards_B))
+        adv_B = np.asarray(compute(rewards_B, rl), np.float32)
+        return np.full_like(adv_B, np.nan) if len(calls) == 2 else adv_B
+
+    monkeypatch.setattr(advantages_lib, "compute", nan_at_step_2)
+    workdir = str(tmp_path)
+    loop.run(small_config(**{"train.steps": 3, "eval.every": 0}), workdir)
+    assert len(calls) == 3  # one advantage computation per step
+    rows = {r["step"]: r for r in metrics_lib.read_metrics(workdir) if "train/skipped" in r}
+    assert [rows[s]["train/skipped"] for s in (1, 2, 3)] == [0.0, 1.0, 0.0]
+    assert rows[2]["train/loss"] == "nan"
+    assert "step 2: non-finite loss or gradient; update skipped" in capsys.readouterr().out
+    assert sorted(os.listdir(os.path.join(workdir, "ckpt"))) == ["1", "3"]
+    step, state = _restore_params(workdir)
+    assert step == 3 and int(state["step"]) == 2  # step 2's update was never applied
+
+
+def _assert_trees_equal(a, b):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
 def _restore_params(workdir):
@@ -100,8 +153,7 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
     step_a, state_a = _restore_params(clean)
     step_b, state_b = _restore_params(killed)
     assert step_a == step_b == 4
-    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b), strict=True):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _assert_trees_equal(state_a, state_b)
     rows_a = _comparable(metrics_lib.read_metrics(clean))
     rows_b = _comparable(metrics_lib.read_metrics(killed))
     assert rows_a == rows_b

@@ -75,9 +75,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         weight_decay=0.0,
     )
     c.train = dict(steps=60, prompts_per_step=8, micro_batches=1)  # RL steps, P
-    c.warm_start = dict(steps=300, batch_size=32, lr=2e-3, warmup_steps=20)  # SFT steps
+    c.warm_start = dict(steps=300, batch_size=32, lr=2e-3, warmup_steps=20, slip_frac=0.0)
     c.eval = dict(every=10, num_prompts=64, k=4)  # steps; held-out prompts; samples per prompt
-    c.ckpt = dict(every=10, max_to_keep=3, async_save=True)  # steps
+    c.ckpt = dict(
+        every=10,  # steps
+        max_to_keep=3,
+        async_save=True,
+        resume_from="",  # another run's workdir (or its ckpt/): continued when workdir has none
+    )
     c.log = dict(every=1, tensorboard=True)
     c.verifier = dict(workers=2, timeout_s=10.0)
 

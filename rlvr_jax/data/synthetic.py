@@ -220,3 +220,32 @@ def make_split(cfg: SyntheticConfig, split: str, n: int, seed: int) -> list[type
     if len(examples) < n:
         raise ValueError(f"{cfg} gave only {len(examples)} distinct {split} prompts, wanted {n}")
     return examples
+
+
+def with_slips(examples: list[types.Example], frac: float, seed: int) -> list[types.Example]:
+    """A copy of `examples` where a `frac` share of worked solutions ends in an arithmetic slip.
+
+    A slipped solution's last step and boxed answer are off by 1 or 2 from the correct total (the
+    `answer` field keeps the correct value, so a verifier still scores the slip as wrong). This is
+    the noisy supervised corpus of the tiny default: imitation reproduces the slips at about
+    `frac`, and only a verified reward can tell the model which of its two habits is right. The
+    choice of slipped examples and offsets is fixed by `seed`.
+    """
+    if not 0.0 <= frac <= 1.0:
+        raise ValueError(f"slip fraction must lie in [0, 1], got {frac}")
+    rng = random.Random(f"rlvr_jax.data.synthetic/slips/{seed}")
+    out = []
+    for ex in examples:
+        values = (ex.meta or {}).get("values")
+        if not values or ex.solution is None:
+            raise ValueError(f"{ex.uid}: slips need a synthetic example with a worked solution")
+        if rng.random() >= frac:
+            out.append(ex)
+            continue
+        right = values[-1]
+        wrong = right + rng.choice((-2, -1, 1, 2) if right > 2 else (1, 2))
+        *steps, _ = ex.solution.split("\n")
+        last = steps[-1].rsplit("=", 1)[0] + f"= {wrong} {steps[-1].rsplit(' ', 1)[1]}"
+        solution = "\n".join([*steps[:-1], last, f"The answer is \\boxed{{{wrong}}}."])
+        out.append(dataclasses.replace(ex, solution=solution))
+    return out

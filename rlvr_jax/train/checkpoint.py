@@ -1,20 +1,24 @@
 """Checkpoints: orbax CheckpointManager over the TrainState plus a JSON record (data cursor, RNG,
 config).
 
-Saves are asynchronous and atomic (orbax writes to a temporary directory and renames it when
-complete), so a crash during a save leaves the previous checkpoint usable and an unfinished one is
-never listed. Restore goes against an abstract state that carries the target shardings, so a
-checkpoint restores onto whatever mesh the resuming run uses.
+Saves are asynchronous and atomic: orbax writes `<step>.orbax-checkpoint-tmp/`, puts
+`commit_success.txt` in it last and renames it to `<step>/`, so a crash during a save leaves the
+previous checkpoint usable. A `<step>/` without that marker (a non-atomic rename on a FUSE mount, a
+partial copy of a run) is unfinished: it is never loaded, and `make_manager` sets it aside so that
+the step can be saved again. Restore goes against an abstract state that carries the target
+shardings, so a checkpoint restores onto whatever mesh the resuming run uses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from rlvr_jax.train import state as state_lib
 
@@ -24,26 +28,76 @@ class CheckpointConfig:
     every: int = 10  # save every this many RL steps
     max_to_keep: int = 3
     async_save: bool = True
+    resume_from: str = ""  # another run's workdir (or its ckpt/) to continue when workdir has none
+
+
+# The last file orbax writes into a step directory before publishing it (orbax 0.12 atomicity).
+COMMIT_MARKER = "commit_success.txt"
 
 
 class CheckpointShapeError(ValueError):
     """A checkpoint does not match the model the run builds."""
 
 
+class CheckpointReadError(RuntimeError):
+    """A checkpoint marked complete cannot be read (truncated or corrupted files)."""
+
+
+def _item_handlers() -> dict[str, ocp.CheckpointHandler]:
+    return {"state": ocp.StandardCheckpointHandler(), "record": ocp.JsonCheckpointHandler()}
+
+
 def make_manager(workdir: str, cfg: CheckpointConfig) -> ocp.CheckpointManager:
+    """The manager of workdir/ckpt; unfinished step directories left by a crash are set aside."""
     options = ocp.CheckpointManagerOptions(
         max_to_keep=cfg.max_to_keep,
         enable_async_checkpointing=cfg.async_save,
         create=True,
+        cleanup_tmp_directories=True,  # a crashed save's tmp dir can hold a whole model
     )
-    return ocp.CheckpointManager(
+    manager = ocp.CheckpointManager(
         os.path.abspath(os.path.join(workdir, "ckpt")),
         options=options,
-        item_handlers={
-            "state": ocp.StandardCheckpointHandler(),
-            "record": ocp.JsonCheckpointHandler(),
-        },
+        item_handlers=_item_handlers(),
     )
+    _set_aside_unfinished(manager)
+    return manager
+
+
+def make_reader(path: str) -> ocp.CheckpointManager:
+    """A read-only manager over another run's checkpoints; `path` is its workdir or its ckpt/."""
+    ckpt_dir = os.path.join(path, "ckpt") if os.path.isdir(os.path.join(path, "ckpt")) else path
+    if not os.path.isdir(ckpt_dir):
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint directory")
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    return ocp.CheckpointManager(
+        os.path.abspath(ckpt_dir), options=options, item_handlers=_item_handlers()
+    )
+
+
+def _is_committed(manager: ocp.CheckpointManager, step: int) -> bool:
+    return (manager.directory / str(step) / COMMIT_MARKER).exists()
+
+
+def _set_aside_unfinished(manager: ocp.CheckpointManager) -> None:
+    """Renames each `<step>/` without the commit marker to `<step>.unfinished-<ns>`.
+
+    Left in place, orbax would count it as saved and silently skip saving that step (and any
+    earlier one) again. Renamed, not deleted: nothing is destroyed on the marker's say-so.
+    """
+    unfinished = [s for s in manager.all_steps() if not _is_committed(manager, s)]
+    if not unfinished:
+        return
+    if jax.process_index() == 0:
+        for step in unfinished:
+            src = manager.directory / str(step)
+            dst = manager.directory / f"{step}.unfinished-{time.time_ns()}"
+            logging.warning(
+                "%s: unfinished checkpoint (no %s); moved to %s", src, COMMIT_MARKER, dst
+            )
+            src.rename(dst)
+    ocp.multihost.sync_global_processes("rlvr_jax_set_aside_unfinished_checkpoints")
+    manager.reload()
 
 
 def save(
@@ -61,18 +115,34 @@ def save(
 def restore_latest(
     manager: ocp.CheckpointManager, abstract_state: state_lib.TrainState
 ) -> tuple[int, state_lib.TrainState, dict[str, Any]] | None:
-    """(step, state, record) of the latest complete checkpoint, or None when there is none."""
-    step = manager.latest_step()
-    if step is None:
+    """(step, state, record) of the latest complete checkpoint, or None when there is none.
+
+    Step directories without the commit marker are skipped. A checkpoint that has the marker but
+    cannot be read raises `CheckpointReadError` rather than silently falling back to an older one.
+    """
+    steps = [s for s in sorted(manager.all_steps(), reverse=True) if _is_committed(manager, s)]
+    if not steps:
         return None
+    step = steps[0]
     _check_shapes(manager, step, abstract_state)
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()
-        ),
-    )
+    try:
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()
+            ),
+        )
+    except (OSError, ValueError) as e:  # tensorstore reports missing or short files as these
+        raise _read_error(manager, step, e) from e
     return step, restored.state, restored.record
+
+
+def _read_error(manager, step, e) -> CheckpointReadError:
+    return CheckpointReadError(
+        f"{manager.directory / str(step)}: checkpoint is marked complete but could not be "
+        f"restored ({type(e).__name__}: {str(e)[:300]}). If its files are truncated or "
+        "corrupted, move it away to resume from the one before."
+    )
 
 
 def _path(keypath) -> str:
@@ -89,7 +159,10 @@ def _path(keypath) -> str:
 
 def _check_shapes(manager, step, abstract_state) -> None:
     """Raises naming the first parameter whose stored shape differs from the model's."""
-    meta = manager.item_metadata(step)
+    try:
+        meta = manager.item_metadata(step)
+    except (OSError, ValueError) as e:
+        raise _read_error(manager, step, e) from e
     stored = meta["state"] if meta is not None and "state" in meta else None
     if stored is None:
         return

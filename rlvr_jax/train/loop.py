@@ -2,8 +2,9 @@
 
 `run(c, workdir)` takes the experiment's ConfigDict (the only library module that does), converts
 each group once into its typed dataclass, and then loops. Resume order: (1) the latest checkpoint in
-`workdir`; (2) `c.model.init_from` (an HF folder, params only) plus the warm start; (3) from
-scratch.
+`workdir`; (2) the latest checkpoint of the run `c.ckpt.resume_from` names (params, optimizer
+state, step and data cursor; the run then continues in `workdir`); (3) `c.model.init_from` (an HF
+folder, params only) plus the warm start; (4) from scratch. Process 0 shows a progress bar.
 """
 
 # pylint: disable=invalid-name
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -18,6 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tqdm
 
 from rlvr_jax import sampling
 from rlvr_jax.data import iterator as iterator_lib
@@ -54,19 +57,31 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     writer.write_config(c.to_dict())
     optimizer = state_lib.make_optimizer(opt_cfg)
-    manager = ckpt_lib.make_manager(workdir, ckpt_lib.CheckpointConfig(**c.ckpt))
+    # resume_from is read through the dataclass default when the config has no such key.
+    ckpt_cfg = ckpt_lib.CheckpointConfig(**c.ckpt)
+    manager = ckpt_lib.make_manager(workdir, ckpt_cfg)
     root_key = jax.random.key(c.seed)
     train_key, eval_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
 
-    # --- Resume or start: checkpoint > warm start from init params ---
+    # --- Resume or start: own checkpoint > resume_from's checkpoint > warm start ---
     state = state_lib.init_state(init_params, optimizer)
     data_it = iterator_lib.PromptIterator(train_examples, batch_size=P, seed=c.seed)
-    restored = ckpt_lib.restore_latest(manager, ckpt_lib.abstract_like(state))
+    abstract = ckpt_lib.abstract_like(state)
+    restored, source = ckpt_lib.restore_latest(manager, abstract), None
+    if restored is None and ckpt_cfg.resume_from:
+        source = ckpt_lib.make_reader(ckpt_cfg.resume_from)
+        restored = ckpt_lib.restore_latest(source, abstract)
+        if restored is None:
+            raise FileNotFoundError(
+                f"ckpt.resume_from={ckpt_cfg.resume_from!r}: no complete checkpoint in "
+                f"{source.directory}"
+            )
     if restored is not None:
         start, state, record = restored
         data_it.restore(record["data"])
         writer.truncate_after(start)
-        print(f"resumed from checkpoint at step {start}", flush=True)
+        where = "checkpoint" if source is None else str(source.directory)
+        _log(f"resumed from {where} at step {start}")
     else:
         start = 0
         params, losses = warm_lib.run(
@@ -81,7 +96,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         state = state_lib.init_state(params, optimizer)
         if losses:
             writer.write(0, {"warm/final_loss": losses[-1]})
-    ref_params = _reference_params(c, rl, state, workdir, start)
+    source_workdir = None if source is None else os.path.dirname(str(source.directory))
+    ref_params = _reference_params(rl, state, workdir, start, source_workdir)
 
     train_step = step_lib.make_train_step(
         model_cfg=model_cfg,
@@ -109,9 +125,17 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if start == 0:
             m = evaluator(state.params, jax.random.fold_in(eval_key, 0), score_fn)
             writer.write(0, m)
-            print(f"step 0: {_fmt(m)}", flush=True)
+            _log(f"step 0: {_fmt(m)}")
         last = {}
-        for step in range(start + 1, c.train.steps + 1):
+        bar = tqdm.tqdm(
+            range(start + 1, c.train.steps + 1),
+            desc="RL",
+            unit="step",
+            initial=start,
+            total=c.train.steps,
+            disable=jax.process_index() != 0,
+        )
+        for step in bar:
             t0 = time.perf_counter()
             step_key = jax.random.fold_in(train_key, step)
             # --- Rollout (with DAPO dynamic sampling: refill dropped groups from more prompts) ---
@@ -141,8 +165,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             m = setup_lib.rollout_metrics(r, G, sampling_cfg)
             m["rollout/resample_rounds"] = len(rollouts) - 1
             if len(r.examples) == 0:
-                print(f"step {step}: every group had equal rewards; no update", flush=True)
+                _log(f"step {step}: every group had equal rewards; no update")
                 writer.write(step, m)
+                bar.set_postfix(_postfix(m))
                 continue
 
             # --- Rewards -> advantages ---
@@ -176,7 +201,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             for k in step_metrics[0]:
                 m[k] = float(np.mean([sm[k] for sm in step_metrics]))
             if m["train/skipped"] > 0:
-                print(f"step {step}: non-finite loss or gradient; update skipped", flush=True)
+                _log(f"step {step}: non-finite loss or gradient; update skipped")
             dt = time.perf_counter() - t0
             m["perf/step_s"] = dt
             m["perf/rollout_s"] = t_rollout
@@ -186,12 +211,14 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if c.eval.every and step % c.eval.every == 0 or step == c.train.steps:
                 m.update(evaluator(state.params, jax.random.fold_in(eval_key, step), score_fn))
             writer.write(step, m)
+            bar.set_postfix(_postfix(m))
             if step % c.log.every == 0 or step == c.train.steps:
-                print(f"step {step}: {_fmt(m)}", flush=True)
-            if step % c.ckpt.every == 0 or step == c.train.steps:
+                _log(f"step {step}: {_fmt(m)}")
+            if step % ckpt_cfg.every == 0 or step == c.train.steps:
                 if m["train/skipped"] == 0:  # never checkpoint a state right after a NaN
                     ckpt_lib.save(manager, step, state, {"data": data_it.state()})
             last = m
+        bar.close()
     manager.wait_until_finished()
     writer.close()
     if c.export_hf:
@@ -199,17 +226,46 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     return last
 
 
-def _reference_params(c, rl, state, workdir, start) -> params_lib.Params | None:
-    """The frozen reference: the policy at RL step 0, saved once so a resumed run reloads it."""
+def _reference_params(rl, state, workdir, start, source_workdir) -> params_lib.Params | None:
+    """The frozen reference: the policy at RL step 0, saved once so a resumed run reloads it.
+
+    A run continued from another run's checkpoint (ckpt.resume_from) takes that run's reference.
+    When no reference was ever saved (the earlier run had rl.beta=0), the current policy becomes it.
+    """
     if not rl.needs_reference:
         return None
     path = os.path.abspath(os.path.join(workdir, "reference"))
     checkpointer = ocp.StandardCheckpointer()
-    if start == 0 and not os.path.exists(path):
-        checkpointer.save(path, state.params)
-        checkpointer.wait_until_finished()
-        return jax.tree.map(lambda x: x.copy(), state.params)
-    return checkpointer.restore(path, jax.tree.map(ocp.utils.to_shape_dtype_struct, state.params))
+    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.params)
+    if os.path.exists(path):
+        return checkpointer.restore(path, target)
+    source = source_workdir and os.path.join(source_workdir, "reference")
+    if source and os.path.exists(source):
+        params = checkpointer.restore(source, target)
+    else:
+        if start > 0:
+            _log(f"no saved reference policy; the policy at step {start} becomes the reference")
+        params = jax.tree.map(lambda x: x.copy(), state.params)
+    checkpointer.save(path, params)
+    checkpointer.wait_until_finished()
+    return params
+
+
+def _log(line: str) -> None:
+    """Prints a line above the progress bar (a plain print would break the bar)."""
+    tqdm.tqdm.write(line)
+    sys.stdout.flush()
+
+
+def _postfix(m: dict[str, Any]) -> dict[str, str]:
+    """The progress bar's postfix: reward, accuracy, KL (when computed), tokens per second."""
+    fields = {
+        "rollout/reward_mean": ("reward", "{:.3f}"),
+        "rollout/acc": ("acc", "{:.3f}"),
+        "rl/kl": ("kl", "{:.3g}"),
+        "perf/tokens_per_s": ("tok/s", "{:.0f}"),
+    }
+    return {name: fmt.format(float(m[k])) for k, (name, fmt) in fields.items() if k in m}
 
 
 def _fmt(m: dict[str, Any]) -> str:

@@ -54,6 +54,11 @@ def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig) -> None:
         raise ConfigError(
             f"data.source={c.data.source!r} is not one of {('synthetic', *FILE_FORMATS)}"
         )
+    if c.warm_start.get("slip_frac", 0.0) and c.data.source != "synthetic":
+        raise ConfigError(
+            f"warm_start.slip_frac={c.warm_start.slip_frac} corrupts synthetic worked solutions; "
+            f"data.source={c.data.source!r} has none to corrupt (set it to 0)"
+        )
 
 
 def load_model(

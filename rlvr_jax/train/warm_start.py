@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from rlvr_jax import sampling
+from rlvr_jax.data import synthetic
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
@@ -30,6 +31,9 @@ class WarmStartConfig:
     batch_size: int = 32  # examples per step
     lr: float = 1e-3
     warmup_steps: int = 10
+    # Share of worked solutions given an arithmetic slip (synthetic data only; see
+    # data.synthetic.with_slips): the tiny default's noisy corpus, which RL then cleans up.
+    slip_frac: float = 0.0
 
 
 def sft_batch(
@@ -76,6 +80,8 @@ def run(
     """Returns the warm-started params and the loss of every step."""
     if cfg.steps <= 0:
         return params, []
+    if cfg.slip_frac > 0:
+        examples = synthetic.with_slips(list(examples), cfg.slip_frac, seed)
     opt = state_lib.make_optimizer(
         state_lib.OptConfig(
             lr=cfg.lr,
