@@ -154,25 +154,32 @@ class SyntheticTest(parameterized.TestCase):
             synthetic.make_split(dead, "train", 5, seed=0)
 
     @parameterized.parameters(1, 3)
-    def test_slips_change_only_the_last_value(self, level):
+    def test_noisy_solutions(self, level):
         examples = synthetic.make_split(synthetic.config_for_level(level), "train", 400, seed=0)
-        slipped = synthetic.with_slips(examples, 0.5, seed=0)
-        self.assertEqual(synthetic.with_slips(examples, 0.5, seed=0), slipped)  # deterministic
-        n_slipped = 0
-        for ex, sl in zip(examples, slipped, strict=True):
-            self.assertEqual((sl.uid, sl.prompt, sl.answer), (ex.uid, ex.prompt, ex.answer))
-            if sl.solution == ex.solution:
+        noisy = synthetic.noisy_solutions(examples, slip_frac=0.5, unanswered_frac=0.3, seed=0)
+        again = synthetic.noisy_solutions(examples, slip_frac=0.5, unanswered_frac=0.3, seed=0)
+        self.assertEqual(again, noisy)  # deterministic
+        n_slipped = n_unanswered = 0
+        for ex, nz in zip(examples, noisy, strict=True):
+            self.assertEqual((nz.uid, nz.prompt, nz.answer), (ex.uid, ex.prompt, ex.answer))
+            old, new = ex.solution.split("\n"), nz.solution.split("\n")
+            if nz.solution == ex.solution:
+                continue
+            if files.last_boxed(nz.solution) is None:  # unanswered: the steps, no final line
+                n_unanswered += 1
+                self.assertEqual(new, old[:-1])
                 continue
             n_slipped += 1
-            boxed = int(files.last_boxed(sl.solution))
+            boxed = int(files.last_boxed(nz.solution))
             self.assertIn(abs(boxed - int(ex.answer)), (1, 2))
-            old, new = ex.solution.split("\n"), sl.solution.split("\n")
             self.assertEqual(old[:-2], new[:-2])  # every step but the last is untouched
             self.assertEqual(int(re.search(r"= (\d+) ", new[-2]).group(1)), boxed)
-        self.assertBetween(n_slipped, 160, 240)
-        self.assertEqual(synthetic.with_slips(examples, 0.0, seed=0), examples)
+        self.assertBetween(n_unanswered, 90, 150)  # 30% of 400
+        self.assertBetween(n_slipped, 110, 170)  # 50% of the other 280
+        clean = synthetic.noisy_solutions(examples, slip_frac=0.0, unanswered_frac=0.0, seed=0)
+        self.assertEqual(clean, examples)
         with self.assertRaisesRegex(ValueError, "slip fraction"):
-            synthetic.with_slips(examples, 1.5, seed=0)
+            synthetic.noisy_solutions(examples, slip_frac=1.5, unanswered_frac=0.0, seed=0)
 
 
 if __name__ == "__main__":

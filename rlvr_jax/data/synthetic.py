@@ -222,30 +222,36 @@ def make_split(cfg: SyntheticConfig, split: str, n: int, seed: int) -> list[type
     return examples
 
 
-def with_slips(examples: list[types.Example], frac: float, seed: int) -> list[types.Example]:
-    """A copy of `examples` where a `frac` share of worked solutions ends in an arithmetic slip.
+def noisy_solutions(
+    examples: list[types.Example], *, slip_frac: float, unanswered_frac: float, seed: int
+) -> list[types.Example]:
+    """A copy of `examples` whose worked solutions carry the noise of a real corpus.
 
-    A slipped solution's last step and boxed answer are off by 1 or 2 from the correct total (the
-    `answer` field keeps the correct value, so a verifier still scores the slip as wrong). This is
-    the noisy supervised corpus of the tiny default: imitation reproduces the slips at about
-    `frac`, and only a verified reward can tell the model which of its two habits is right. The
-    choice of slipped examples and offsets is fixed by `seed`.
+    An `unanswered_frac` share stops after the worked steps, without the final boxed answer (the
+    verifier scores such a completion as no answer). Of the rest, a `slip_frac` share ends in an
+    arithmetic slip: the last step and the boxed answer are off by 1 or 2 from the correct total.
+    The `answer` field always keeps the correct value. This is the supervised corpus of the tiny
+    default: imitation reproduces both habits at about their rates, and only a verified reward
+    tells the model which habits are right. The choice of examples and offsets is fixed by `seed`.
     """
-    if not 0.0 <= frac <= 1.0:
-        raise ValueError(f"slip fraction must lie in [0, 1], got {frac}")
-    rng = random.Random(f"rlvr_jax.data.synthetic/slips/{seed}")
+    for name, frac in (("slip", slip_frac), ("unanswered", unanswered_frac)):
+        if not 0.0 <= frac <= 1.0:
+            raise ValueError(f"{name} fraction must lie in [0, 1], got {frac}")
+    rng = random.Random(f"rlvr_jax.data.synthetic/noise/{seed}")
     out = []
     for ex in examples:
         values = (ex.meta or {}).get("values")
         if not values or ex.solution is None:
-            raise ValueError(f"{ex.uid}: slips need a synthetic example with a worked solution")
-        if rng.random() >= frac:
-            out.append(ex)
-            continue
-        right = values[-1]
-        wrong = right + rng.choice((-2, -1, 1, 2) if right > 2 else (1, 2))
+            raise ValueError(f"{ex.uid}: noisy solutions need a synthetic worked solution")
         *steps, _ = ex.solution.split("\n")
-        last = steps[-1].rsplit("=", 1)[0] + f"= {wrong} {steps[-1].rsplit(' ', 1)[1]}"
-        solution = "\n".join([*steps[:-1], last, f"The answer is \\boxed{{{wrong}}}."])
-        out.append(dataclasses.replace(ex, solution=solution))
+        if rng.random() < unanswered_frac:
+            out.append(dataclasses.replace(ex, solution="\n".join(steps)))
+        elif rng.random() < slip_frac:
+            right = values[-1]
+            wrong = right + rng.choice((-2, -1, 1, 2) if right > 2 else (1, 2))
+            head, noun = steps[-1].rsplit("=", 1)[0], steps[-1].rsplit(" ", 1)[1]
+            lines = [*steps[:-1], f"{head}= {wrong} {noun}", f"The answer is \\boxed{{{wrong}}}."]
+            out.append(dataclasses.replace(ex, solution="\n".join(lines)))
+        else:
+            out.append(ex)
     return out
