@@ -5,7 +5,9 @@ import setuptools
 setuptools.setup(
     name="rlvr_jax",
     version="0.1.0",
-    description="Reinforcement learning with verifiable rewards (GRPO and the research frontier) in JAX.",
+    description=(
+        "Reinforcement learning with verifiable rewards (GRPO and the research frontier) in JAX."
+    ),
     packages=setuptools.find_packages(include=["rlvr_jax", "rlvr_jax.*"]),
     package_data={"rlvr_jax": ["models/assets/*/*"]},
     python_requires=">=3.10",
@@ -27,7 +29,7 @@ setuptools.setup(
         "math-verify>=0.9.0,<0.10",
     ],
     extras_require={
-        # The PyTorch reference in tests and benchmarks: CPU build, pinned (other versions pull CUDA).
+        # The PyTorch reference in tests and benchmarks: CPU build, pinned (others pull CUDA).
         "test": [
             "torch==2.13.0",
             "pytest>=9.0,<10",

@@ -164,11 +164,17 @@ def test_bad_config_fails_before_compiling(tmp_path):
         loop.run(small_config(**{"rl.num_updates": 3}), str(tmp_path))
     with pytest.raises(ValueError, match="unknown preset"):
         grpo_math.get_config("qwen9")
+    with pytest.raises(setup_lib.ConfigError, match="warm_start.unanswered_frac=0.6"):
+        loop.run(
+            small_config(**{"data.source": "gsm8k", "warm_start.unanswered_frac": 0.6}),
+            str(tmp_path),
+        )
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
         loop.run(
             small_config(
                 **{
                     "data.source": "gsm8k",
+                    "warm_start.unanswered_frac": 0.0,
                     "data.train_files": ("nope.jsonl",),
                     "data.eval_files": ("nope.jsonl",),
                 }
@@ -185,6 +191,7 @@ def test_data_row_without_answer_names_file_and_line(tmp_path):
     c = small_config(
         **{
             "data.source": "gsm8k",
+            "warm_start.unanswered_frac": 0.0,
             "data.train_files": (str(path),),
             "data.eval_files": (str(path),),
         }

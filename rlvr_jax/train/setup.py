@@ -54,11 +54,12 @@ def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig) -> None:
         raise ConfigError(
             f"data.source={c.data.source!r} is not one of {('synthetic', *FILE_FORMATS)}"
         )
-    if c.warm_start.get("slip_frac", 0.0) and c.data.source != "synthetic":
-        raise ConfigError(
-            f"warm_start.slip_frac={c.warm_start.slip_frac} corrupts synthetic worked solutions; "
-            f"data.source={c.data.source!r} has none to corrupt (set it to 0)"
-        )
+    for key in ("slip_frac", "unanswered_frac"):
+        if c.warm_start.steps and c.warm_start.get(key, 0.0) and c.data.source != "synthetic":
+            raise ConfigError(
+                f"warm_start.{key}={c.warm_start[key]} adds noise to synthetic worked solutions; "
+                f"data.source={c.data.source!r} has none (set it to 0)"
+            )
 
 
 def load_model(

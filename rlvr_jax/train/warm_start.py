@@ -31,8 +31,9 @@ class WarmStartConfig:
     batch_size: int = 32  # examples per step
     lr: float = 1e-3
     warmup_steps: int = 10
-    # Share of worked solutions given an arithmetic slip (synthetic data only; see
-    # data.synthetic.with_slips): the tiny default's noisy corpus, which RL then cleans up.
+    # Noise in the worked solutions (synthetic data only; data.synthetic.noisy_solutions): the
+    # share that stops without a final answer, and the share of the rest with an arithmetic slip.
+    unanswered_frac: float = 0.0
     slip_frac: float = 0.0
 
 
@@ -80,8 +81,10 @@ def run(
     """Returns the warm-started params and the loss of every step."""
     if cfg.steps <= 0:
         return params, []
-    if cfg.slip_frac > 0:
-        examples = synthetic.with_slips(list(examples), cfg.slip_frac, seed)
+    if cfg.slip_frac > 0 or cfg.unanswered_frac > 0:
+        examples = synthetic.noisy_solutions(
+            list(examples), slip_frac=cfg.slip_frac, unanswered_frac=cfg.unanswered_frac, seed=seed
+        )
     opt = state_lib.make_optimizer(
         state_lib.OptConfig(
             lr=cfg.lr,
