@@ -1,7 +1,10 @@
 """GRPO on math: `python experiments/grpo_math.py --workdir=DIR [--config=...:preset]`.
 
 Rerunning the same command resumes from the latest checkpoint in DIR. Set RLVR_DIST=1 to call
-`jax.distributed.initialize()` (multi-host); on a CPU host the script uses one device per core.
+`jax.distributed.initialize()` (multi-host): with RLVR_COORDINATOR=host:port, RLVR_NUM_PROCESSES
+and RLVR_PROCESS_ID when set (launch/local_cpu.sh sets them), else JAX's cluster autodetection (TPU
+pods, SLURM). On a CPU host the script uses one device per core, unless XLA_FLAGS already sets
+--xla_force_host_platform_device_count.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ _WORKDIR = flags.DEFINE_string(
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    import jax  # noqa: F401  (after flags, so XLA_FLAGS set by the user apply)
+    flags_env = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags_env:  # before jax starts a backend
+        count = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+        os.environ["XLA_FLAGS"] = f"{flags_env} {count}".strip()
+    from rlvr_jax.train import distributed, loop
 
-    if os.environ.get("RLVR_DIST") == "1":
-        jax.distributed.initialize()
-    from rlvr_jax.train import loop
+    distributed.initialize_from_env(os.environ)
 
     loop.run(_CONFIG.value, _WORKDIR.value)
 

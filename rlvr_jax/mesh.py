@@ -1,9 +1,13 @@
-"""The device mesh: axes `data`, `fsdp`, `tensor`; batch, replicated and parameter shardings.
+"""The device mesh: axes `data`, `fsdp`, `tensor`; batch, replicated, parameter and KV-cache
+shardings.
 
 Parameters carry logical axis names (models/params.param_axes); `DEFAULT_RULES` maps them to mesh
-axes, so the model never names a mesh axis. On a CPU host, one JAX device per core
-(`cpu_devices_flag`) lets a data- or tensor-parallel sampler use every core: XLA runs each device's
-program on its own thread.
+axes, so the model never names a mesh axis. The batch is split over data x fsdp, the KV cache over
+the batch and its heads (tensor). On a CPU host, one JAX device per core (`cpu_devices_flag`) lets a
+data- or tensor-parallel sampler use every core: XLA runs each device's program on its own thread.
+
+Multi-host: the mesh spans every process's devices in `jax.devices()` order (process-major), so
+each process holds a contiguous block of the batch rows (train/distributed.py relies on this).
 """
 
 from __future__ import annotations
@@ -32,7 +36,10 @@ def cpu_devices_flag(n: int | None = None) -> str:
 def make_mesh(
     shape: Sequence[int] = (-1, 1, 1), devices: Sequence[jax.Device] | None = None
 ) -> Mesh:
-    """A (data, fsdp, tensor) mesh; one entry of `shape` may be -1 (all remaining devices)."""
+    """A (data, fsdp, tensor) mesh; one entry of `shape` may be -1 (all remaining devices).
+
+    `devices` defaults to every device of every process.
+    """
     devices = list(devices if devices is not None else jax.devices())
     shape = list(shape)
     if len(shape) != len(MESH_AXES):
@@ -66,6 +73,17 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def kv_cache_specs() -> tuple[P, P, P]:
+    """PartitionSpecs of the sampler's KV cache (models/transformer.KVCache): keys [B, N, K, S],
+    values [B, N, S, K] split over the batch and the kv heads, the slot mask [B, S] over the batch.
+
+    XLA derives exactly this layout from the parameter and batch shardings (tests/scale_test.py
+    checks it), so the sampler needs no sharding constraint.
+    """
+    heads = dict(DEFAULT_RULES)["kv_heads"]
+    return P(BATCH_AXES, heads), P(BATCH_AXES, heads), P(BATCH_AXES)
+
+
 # --- Logical axis rules (parameters) ---
 
 # Logical parameter axes (see models/params.param_axes) -> mesh axes. FSDP shards the embedding
@@ -82,7 +100,12 @@ DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
 
 
 def logical_to_spec(logical: P, rules: Sequence[tuple[str, str | None]] = DEFAULT_RULES) -> P:
-    """Maps a PartitionSpec of logical names to mesh axes; raises on a mesh-axis collision."""
+    """Maps a PartitionSpec of logical names to mesh axes; raises on a mesh-axis collision (two
+    dimensions of one tensor on the same mesh axis) and on a logical name listed twice."""
+    names = [name for name, _ in rules]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"logical axis rules list {dup} more than once")
     table = dict(rules)
     used: dict[str, str] = {}
     out = []

@@ -89,6 +89,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     c.log = dict(every=1, tensorboard=True)
     c.verifier = dict(workers=2, timeout_s=10.0)
+    # (data, fsdp, tensor) device counts over every process's devices; one -1 takes the rest.
+    # The batch is split over data x fsdp, parameters over fsdp (and tensor, by their axes).
+    c.mesh = dict(shape=(-1, 1, 1))
 
     if arg["preset"] == "qwen2p5_math_1p5b":
         c.model.preset = ""
@@ -103,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.model.param_dtype = "float32"
         c.model.compute_dtype = "bfloat16"
         c.model.remat = True
+        c.mesh.shape = (1, -1, 1)  # FSDP: weights and Adam moments split over every device
     elif arg["preset"] == "qwen3_8b_base":
         c.model.preset = ""
         c.data.source = "math"
@@ -115,4 +119,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.warm_start.update(steps=0, unanswered_frac=0.0)
         c.model.compute_dtype = "bfloat16"
         c.model.remat = True
+        c.mesh.shape = (1, -1, 1)  # FSDP: weights and Adam moments split over every device
     return c

@@ -186,8 +186,15 @@ def _read_tensor(files: dict[str, Any], path: str, spec: TensorSpec) -> np.ndarr
     return f.get_tensor(spec.hf_name)
 
 
-def load_params(folder: str, cfg: config_lib.ModelConfig) -> params_lib.Params:
-    """Reads the safetensors of `folder` into a Params pytree of `cfg.param_dtype` jax arrays."""
+def load_params(
+    folder: str, cfg: config_lib.ModelConfig, shardings: params_lib.Params | None = None
+) -> params_lib.Params:
+    """Reads the safetensors of `folder` into a Params pytree of `cfg.param_dtype` jax arrays.
+
+    With `shardings` (a Params pytree of jax Shardings), each tensor is placed shard by shard from
+    the host copy, so no device ever holds more than its shards; on several processes, each one
+    places only its own devices' shards.
+    """
     where, searched = _locate_tensors(folder)
     specs = tensor_specs(cfg)
     expected = {s.hf_name for s in specs}
@@ -226,7 +233,12 @@ def load_params(folder: str, cfg: config_lib.ModelConfig) -> params_lib.Params:
     keypaths, treedef = jax.tree_util.tree_flatten_with_path(params_lib.param_shapes(cfg))
     leaves = [by_path[_leaf_path(kp)] for kp, _ in keypaths]
     assert len(leaves) == len(specs), "tensor_specs does not cover the Params pytree"
-    return jax.device_put(jax.tree_util.tree_unflatten(treedef, leaves))
+    params = jax.tree_util.tree_unflatten(treedef, leaves)
+    if shardings is None:
+        return jax.device_put(params)
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda idx: x[idx]), params, shardings
+    )
 
 
 def read_generation_defaults(folder: str) -> GenerationDefaults:

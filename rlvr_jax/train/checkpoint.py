@@ -179,6 +179,17 @@ def _check_shapes(manager, step, abstract_state) -> None:
             )
 
 
+def abstract_state(shapes: state_lib.TrainState, shardings: state_lib.TrainState):
+    """The restore target: `shapes` (from `jax.eval_shape`) carrying `shardings`.
+
+    Orbax reads each process's shards of every array straight into these shardings, whatever the
+    mesh and process count that wrote the checkpoint.
+    """
+    return jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), shapes, shardings
+    )
+
+
 def abstract_like(state: state_lib.TrainState) -> state_lib.TrainState:
     """ShapeDtypeStructs with the shardings of `state`, the restore target."""
     return jax.tree.map(

@@ -1,4 +1,8 @@
-"""Held-out evaluation: greedy accuracy, and pass@1 / unbiased pass@k from k samples per prompt."""
+"""Held-out evaluation: greedy accuracy, and pass@1 / unbiased pass@k from k samples per prompt.
+
+On a mesh, each process evaluates its contiguous share of the prompts and the per-prompt results
+are gathered, so every process returns the metrics of all of them.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from rlvr_jax import sampling
 from rlvr_jax.data import types as data_types
@@ -15,6 +20,7 @@ from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import metrics as metrics_lib
+from rlvr_jax.train import distributed
 from rlvr_jax.train import rollout as rollout_lib
 
 
@@ -30,14 +36,21 @@ class Evaluator:
         system: str | None,
         sampling_cfg: sampling.SamplingConfig,
         k: int,
+        mesh: Mesh | None = None,
     ):
-        self.tok, self.examples, self.model_cfg = tok, list(examples), model_cfg
-        self.system, self.sampling_cfg, self.k = system, sampling_cfg, k
+        examples = list(examples)
+        if mesh is not None:  # this process's share (setup.validate checks that it divides)
+            n = len(examples) // jax.process_count()
+            examples = examples[jax.process_index() * n : (jax.process_index() + 1) * n]
+        self.tok, self.examples, self.model_cfg = tok, examples, model_cfg
+        self.system, self.sampling_cfg, self.k, self.mesh = system, sampling_cfg, k, mesh
 
     def __call__(
         self, params: params_lib.Params, key: jax.Array, score_fn: Callable
     ) -> dict[str, Any]:
-        common = dict(system=self.system, model_cfg=self.model_cfg, score_fn=score_fn)
+        common = dict(
+            system=self.system, model_cfg=self.model_cfg, score_fn=score_fn, mesh=self.mesh
+        )
         greedy_cfg = dataclasses.replace(self.sampling_cfg, temperature=0.0)
         greedy = rollout_lib.sample(
             params, self.tok, self.examples, key, G=1, sampling_cfg=greedy_cfg, **common
@@ -51,13 +64,20 @@ class Evaluator:
             sampling_cfg=self.sampling_cfg,
             **common,
         )
-        correct_PxK = sampled.correct_B.reshape(-1, self.k)
+        rows = distributed.gather_rows(
+            {
+                "greedy_P": greedy.correct_B,
+                "correct_PxK": sampled.correct_B.reshape(-1, self.k),
+                "lengths_PxK": np.asarray(sampled.sample.lengths_B).reshape(-1, self.k),
+            }
+        )
+        correct_PxK = rows["correct_PxK"]
         c_P = correct_PxK.sum(axis=1)
         return {
-            "eval/greedy_acc": float(greedy.correct_B.mean()),
+            "eval/greedy_acc": float(rows["greedy_P"].mean()),
             "eval/pass@1": float(correct_PxK.mean()),
             f"eval/pass@{self.k}": float(
                 np.mean([metrics_lib.pass_at_k(self.k, int(c), self.k) for c in c_P])
             ),
-            "eval/len_mean": float(np.mean(sampled.sample.lengths_B)),
+            "eval/len_mean": float(np.mean(rows["lengths_PxK"])),
         }

@@ -5,23 +5,33 @@ each group once into its typed dataclass, and then loops. Resume order: (1) the 
 `workdir`; (2) the latest checkpoint of the run `c.ckpt.resume_from` names (params, optimizer
 state, step and data cursor; the run then continues in `workdir`); (3) `c.model.init_from` (an HF
 folder, params only) plus the warm start; (4) from scratch. Process 0 shows a progress bar.
+
+Everything lives on one (data, fsdp, tensor) mesh, `c.mesh.shape`: parameters in the shardings of
+their logical axes, optimizer moments like their parameters, the batch split over data x fsdp.
+With several processes (experiments/grpo_math.py, RLVR_DIST=1), each one samples and scores its own
+share of the prompts, and the global batch is their rows in process order (train/distributed.py).
+Only process 0 writes metrics; every process joins the checkpoint saves.
 """
 
 # pylint: disable=invalid-name
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
+from jax.experimental import multihost_utils
 
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
 from rlvr_jax.data import iterator as iterator_lib
 from rlvr_jax.models import hf
@@ -30,6 +40,7 @@ from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.objectives import dapo, rl_config
 from rlvr_jax.rewards import pool as pool_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
+from rlvr_jax.train import distributed
 from rlvr_jax.train import evaluate as eval_lib
 from rlvr_jax.train import metrics as metrics_lib
 from rlvr_jax.train import rollout as rollout_lib
@@ -42,12 +53,13 @@ from rlvr_jax.train import warm_start as warm_lib
 def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Trains with the config `c` in `workdir`; rerunning the same call resumes. Returns final
     metrics."""
-    # --- Typed configs and validation (every error here comes before any compile) ---
+    # --- Typed configs, mesh and validation (every error here comes before any compile) ---
     rl = rl_config.RLConfig(**c.rl)
     opt_cfg = state_lib.OptConfig(**c.opt)
     warm_cfg = warm_lib.WarmStartConfig(**c.warm_start)
-    setup_lib.validate(c, rl)
-    model_cfg, init_params, tok = setup_lib.load_model(c)
+    mesh = setup_lib.make_mesh(c)
+    setup_lib.validate(c, rl, jax.process_count())
+    model_cfg, tok = setup_lib.load_model(c)
     train_examples, eval_examples = setup_lib.load_data(c)
     sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
     system = c.data.system or None
@@ -60,13 +72,23 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # resume_from is read through the dataclass default when the config has no such key.
     ckpt_cfg = ckpt_lib.CheckpointConfig(**c.ckpt)
     manager = ckpt_lib.make_manager(workdir, ckpt_cfg)
-    root_key = jax.random.key(c.seed)
-    train_key, eval_key = jax.random.fold_in(root_key, 0), jax.random.fold_in(root_key, 1)
+
+    # --- Shardings: params by their logical axes, optimizer moments like their params ---
+    param_shd = mesh_lib.param_shardings(mesh, params_lib.param_axes(model_cfg))
+    state_shd = state_lib.state_shardings(param_shd, optimizer)
+    shapes = jax.eval_shape(
+        lambda p: state_lib.init_state(p, optimizer), params_lib.param_shapes(model_cfg)
+    )
+    abstract = ckpt_lib.abstract_state(shapes, state_shd)
 
     # --- Resume or start: own checkpoint > resume_from's checkpoint > warm start ---
-    state = state_lib.init_state(init_params, optimizer)
-    data_it = iterator_lib.PromptIterator(train_examples, batch_size=P, seed=c.seed)
-    abstract = ckpt_lib.abstract_like(state)
+    data_it = iterator_lib.PromptIterator(
+        train_examples,
+        batch_size=P,
+        seed=c.seed,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
     restored, source = ckpt_lib.restore_latest(manager, abstract), None
     if restored is None and ckpt_cfg.resume_from:
         source = ckpt_lib.make_reader(ckpt_cfg.resume_from)
@@ -84,30 +106,34 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         _log(f"resumed from {where} at step {start}")
     else:
         start = 0
+        params = setup_lib.init_params(c, model_cfg, param_shd)
         params, losses = warm_lib.run(
-            init_params,
+            params,
             tok,
             train_examples,
             cfg=warm_cfg,
             model_cfg=model_cfg,
             system=system,
             seed=c.seed,
+            mesh=mesh,
         )
-        state = state_lib.init_state(params, optimizer)
+        state = state_lib.make_init_state(optimizer, state_shd)(params)  # params donated
         if losses:
             writer.write(0, {"warm/final_loss": losses[-1]})
     source_workdir = None if source is None else os.path.dirname(str(source.directory))
-    ref_params = _reference_params(rl, state, workdir, start, source_workdir)
+    ref_params = _reference_params(rl, state, abstract.params, workdir, start, source_workdir)
 
+    temperature = sampling_cfg.temperature or 1.0
     train_step = step_lib.make_train_step(
         model_cfg=model_cfg,
         rl=rl,
         optimizer=optimizer,
-        temperature=sampling_cfg.temperature or 1.0,
+        temperature=temperature,
         num_micro=c.train.micro_batches,
+        shardings=state_shd,
     )
     ref_logps_fn = step_lib.make_logps_fn(
-        model_cfg=model_cfg, temperature=sampling_cfg.temperature or 1.0
+        model_cfg=model_cfg, temperature=temperature, param_shardings=param_shd
     )
     evaluator = eval_lib.Evaluator(
         tok,
@@ -116,14 +142,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         system=system,
         sampling_cfg=sampling_cfg,
         k=c.eval.k,
+        mesh=mesh,
     )
+    # Each process's rows of a mini-batch are padded to a multiple of this (empty rows).
+    rows_multiple = math.lcm(distributed.local_shards(mesh), c.train.micro_batches)
+    eval_key = lambda step: distributed.replicated_key(mesh, c.seed, 1, step)
 
     with pool_lib.VerifierPool(
         c.verifier.workers, c.verifier.timeout_s, preload=("rlvr_jax.rewards.math",)
     ) as pool:
         score_fn = setup_lib.make_score_fn(pool)
         if start == 0:
-            m = evaluator(state.params, jax.random.fold_in(eval_key, 0), score_fn)
+            m = evaluator(state.params, eval_key(0), score_fn)
             writer.write(0, m)
             _log(f"step 0: {_fmt(m)}")
         last = {}
@@ -137,40 +167,44 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
         for step in bar:
             t0 = time.perf_counter()
-            step_key = jax.random.fold_in(train_key, step)
             # --- Rollout (with DAPO dynamic sampling: refill dropped groups from more prompts) ---
-            rollouts, kept = [], 0
+            rounds, keeps = [], []
             for round_ in range(1 + (rl.max_resample_rounds if rl.dynamic_sampling else 0)):
                 r = rollout_lib.sample(
                     state.params,
                     tok,
                     data_it.next(),
-                    jax.random.fold_in(step_key, round_),
+                    distributed.replicated_key(mesh, c.seed, 0, step, round_),
                     G=G,
                     system=system,
                     model_cfg=model_cfg,
                     sampling_cfg=sampling_cfg,
                     score_fn=score_fn,
+                    mesh=mesh,
                 )
+                keep_P = np.ones(len(r.examples), bool)
                 if rl.dynamic_sampling:
-                    r = rollout_lib.select_groups(r, dapo.keep_groups(r.rewards_B, G), G)
-                rollouts.append(r)
-                kept += len(r.examples)
-                if kept >= P:
+                    keep_P = dapo.keep_groups(r.rewards_B, G)
+                rounds.append(r)
+                keeps.append(keep_P)
+                if distributed.count(sum(int(k.sum()) for k in keeps)) >= P:  # over processes
                     break
-            r = rollout_lib.concat(rollouts)
-            if kept > P:
-                r = rollout_lib.select_groups(r, np.arange(kept) < P, G)
+            # The first P kept groups in global order: what one process sampling it all would keep.
+            keeps = distributed.first_groups(keeps, P)
+            r = rollout_lib.concat(
+                [rollout_lib.select_groups(x, k, G) for x, k in zip(rounds, keeps, strict=True)]
+            )
             t_rollout = time.perf_counter() - t0
-            m = setup_lib.rollout_metrics(r, G, sampling_cfg)
-            m["rollout/resample_rounds"] = len(rollouts) - 1
-            if len(r.examples) == 0:
+            stats = distributed.gather_rows(rollout_lib.stats(r))  # every process's rows
+            m = setup_lib.rollout_metrics(stats, G)
+            m["rollout/resample_rounds"] = len(rounds) - 1
+            if m["rollout/prompts"] == 0:
                 _log(f"step {step}: every group had equal rewards; no update")
                 writer.write(step, m)
                 bar.set_postfix(_postfix(m))
                 continue
 
-            # --- Rewards -> advantages ---
+            # --- Rewards -> advantages (per group: each process computes its own groups') ---
             rewards_B = r.rewards_B.copy()
             if rl.overlong_penalty:
                 rewards_B += dapo.soft_overlong_penalty(
@@ -179,25 +213,29 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             adv_B = np.asarray(advantages_lib.compute(rewards_B, rl), np.float32)
             if rl.overlong_filter:
                 adv_B = adv_B * dapo.overlong_mask(~np.asarray(r.sample.stopped_B))
-            ref_logps = None
-            if rl.needs_reference:
-                s = r.sample
-                ref_logps = np.asarray(
-                    ref_logps_fn(
-                        ref_params, s.prompt_BxTp, s.prompt_mask_BxTp, s.tokens_BxTc, s.mask_BxTc
-                    )
-                )
-            batch = rollout_lib.to_batch(r, adv_B, ref_logps)
+            batch = rollout_lib.to_batch(r, adv_B)
 
             # --- Updates: num_updates mini-batches, each one optimizer step ---
-            n_rows = batch.completion_BxTc.shape[0]
-            mb = n_rows // rl.num_updates
+            # Every process pads its rows of a mini-batch to the same count (DAPO may keep more
+            # groups on one process than on another), a multiple of its shards and micro-batches.
+            rows = -(-distributed.max_over_processes(len(adv_B)) // rl.num_updates)
+            rows = -(-rows // rows_multiple) * rows_multiple
             step_metrics = []
-            for u in range(rl.num_updates):
-                part = jax.tree.map(lambda x, u=u, mb=mb: x[u * mb : (u + 1) * mb], batch)
+            for part in rollout_lib.split_rows(batch, rl.num_updates):
+                part = distributed.global_rows(rollout_lib.pad_rows(part, rows), mesh)
+                if rl.needs_reference:
+                    part = part.replace(
+                        ref_logps_BxTc=ref_logps_fn(
+                            ref_params,
+                            part.prompt_BxTp,
+                            part.prompt_mask_BxTp,
+                            part.completion_BxTc,
+                            part.completion_mask_BxTc,
+                        )
+                    )
                 state, sm = train_step(state, part)
                 step_metrics.append(sm)
-            step_metrics = jax.device_get(step_metrics)
+            step_metrics = jax.device_get(step_metrics)  # replicated: every process has them
             for k in step_metrics[0]:
                 m[k] = float(np.mean([sm[k] for sm in step_metrics]))
             if m["train/skipped"] > 0:
@@ -205,11 +243,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             dt = time.perf_counter() - t0
             m["perf/step_s"] = dt
             m["perf/rollout_s"] = t_rollout
-            m["perf/tokens_per_s"] = float(np.sum(r.sample.lengths_B)) / dt
+            m["perf/tokens_per_s"] = float(np.sum(stats["lengths"])) / dt
 
             # --- Eval / log / checkpoint ---
             if c.eval.every and step % c.eval.every == 0 or step == c.train.steps:
-                m.update(evaluator(state.params, jax.random.fold_in(eval_key, step), score_fn))
+                m.update(evaluator(state.params, eval_key(step), score_fn))
             writer.write(step, m)
             bar.set_postfix(_postfix(m))
             if step % c.log.every == 0 or step == c.train.steps:
@@ -222,21 +260,29 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     manager.wait_until_finished()
     writer.close()
     if c.export_hf:
-        hf.save_checkpoint(os.path.join(workdir, "hf_export"), model_cfg, state.params)
+        # Whole tensors on every process (a cross-host gather when there are several); process 0
+        # writes them.
+        params = state.params
+        if jax.process_count() > 1:
+            params = multihost_utils.process_allgather(params, tiled=True)
+        if jax.process_index() == 0:
+            hf.save_checkpoint(os.path.join(workdir, "hf_export"), model_cfg, params)
     return last
 
 
-def _reference_params(rl, state, workdir, start, source_workdir) -> params_lib.Params | None:
+def _reference_params(rl, state, target, workdir, start, source_workdir):
     """The frozen reference: the policy at RL step 0, saved once so a resumed run reloads it.
 
     A run continued from another run's checkpoint (ckpt.resume_from) takes that run's reference.
     When no reference was ever saved (the earlier run had rl.beta=0), the current policy becomes it.
+    It lives on the policy's mesh, in the policy's shardings (`target`).
     """
     if not rl.needs_reference:
         return None
     path = os.path.abspath(os.path.join(workdir, "reference"))
     checkpointer = ocp.StandardCheckpointer()
-    target = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.params)
+    # Every process must see the same files: none may look before another has finished saving.
+    distributed.sync("rlvr_jax_reference_lookup")
     if os.path.exists(path):
         return checkpointer.restore(path, target)
     source = source_workdir and os.path.join(source_workdir, "reference")
@@ -245,14 +291,17 @@ def _reference_params(rl, state, workdir, start, source_workdir) -> params_lib.P
     else:
         if start > 0:
             _log(f"no saved reference policy; the policy at step {start} becomes the reference")
-        params = jax.tree.map(lambda x: x.copy(), state.params)
+        shardings = jax.tree.map(lambda x: x.sharding, target)
+        params = jax.jit(lambda p: jax.tree.map(jnp.copy, p), out_shardings=shardings)(state.params)
     checkpointer.save(path, params)
     checkpointer.wait_until_finished()
     return params
 
 
 def _log(line: str) -> None:
-    """Prints a line above the progress bar (a plain print would break the bar)."""
+    """Process 0 prints a line above the progress bar (a plain print would break the bar)."""
+    if jax.process_index() != 0:
+        return
     tqdm.tqdm.write(line)
     sys.stdout.flush()
 

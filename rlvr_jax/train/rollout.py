@@ -1,7 +1,9 @@
 """Rollouts: prompts -> G samples each -> host verifiers -> rewards, and the TrainBatch built from
 them.
 
-Rows are group-major: rows p*G .. p*G+G-1 are the G samples of prompt p.
+Rows are group-major: rows p*G .. p*G+G-1 are the G samples of prompt p. On a mesh, each process
+samples and scores its own prompts: their rows become its block of one global batch (see
+train/distributed.py), and only its own completions come back to it.
 """
 
 # pylint: disable=invalid-name
@@ -18,6 +20,7 @@ from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.train import distributed
 from rlvr_jax.train import state as state_lib
 
 
@@ -54,12 +57,12 @@ def sample(
 ) -> Rollout:
     """Samples G completions per example and scores them with `score_fn(texts, answers)`.
 
-    `score_fn` returns one verdict per text with `.reward`, `.correct` and `.status`.
+    `score_fn` returns one verdict per text with `.reward`, `.correct` and `.status`. With a `mesh`,
+    `examples` are this process's (every process passes as many), `params` live on the mesh and
+    `key` is replicated on it (distributed.replicated_key).
     """
     prompts = [p for p in encode_prompts(tok, examples, system) for _ in range(G)]
-    out = jax.device_get(
-        sampling.generate(params, prompts, key, model_cfg=model_cfg, cfg=sampling_cfg, mesh=mesh)
-    )
+    out = generate(params, prompts, key, model_cfg=model_cfg, sampling_cfg=sampling_cfg, mesh=mesh)
     texts = [
         tok.decode(row[:n], skip_special_tokens=True)
         for row, n in zip(out.tokens_BxTc, out.lengths_B, strict=True)
@@ -74,6 +77,47 @@ def sample(
         correct_B=np.asarray([v.correct for v in verdicts], bool),
         statuses=[v.status for v in verdicts],
     )
+
+
+def generate(
+    params: params_lib.Params,
+    prompts: Sequence[Sequence[int]],
+    key: jax.Array,
+    *,
+    model_cfg: config_lib.ModelConfig,
+    sampling_cfg: sampling.SamplingConfig,
+    mesh: jax.sharding.Mesh | None = None,
+) -> sampling.SampleOutput:
+    """`sampling.generate` of this process's prompts, as numpy; on a mesh, they are its block of
+    the global batch and its rows come back.
+
+    Every process pads to the same prompt bucket (the longest prompt over all of them) and to a
+    multiple of its batch shards, repeating its last prompt; the repeats are dropped afterwards.
+    """
+    cfg = sampling_cfg
+    if mesh is None:
+        return jax.device_get(sampling.generate(params, prompts, key, model_cfg=model_cfg, cfg=cfg))
+    n = len(prompts)
+    rows = -(-n // distributed.local_shards(mesh)) * distributed.local_shards(mesh)
+    prompt_BxTp, mask_BxTp = sampling.pad_prompts(prompts + [prompts[-1]] * (rows - n), cfg)
+    Tp = distributed.max_over_processes(prompt_BxTp.shape[1])
+    prompt_BxTp, mask_BxTp = _left_pad(prompt_BxTp, Tp, 0), _left_pad(mask_BxTp, Tp, False)
+    padded = distributed.global_rows((prompt_BxTp, mask_BxTp), mesh)
+    out = sampling.generate(params, padded, key, model_cfg=model_cfg, cfg=cfg, mesh=mesh)
+    return jax.tree.map(lambda x: x[:n], distributed.local_rows(out, mesh))
+
+
+def stats(r: Rollout) -> dict[str, np.ndarray]:
+    """Per-row numbers behind the rollout metrics (numeric, so processes can gather them)."""
+    statuses = np.asarray(r.statuses, dtype=object)
+    return {
+        "rewards": r.rewards_B,
+        "correct": r.correct_B,
+        "lengths": np.asarray(r.sample.lengths_B),
+        "stopped": np.asarray(r.sample.stopped_B),
+        "no_answer": statuses == "no_answer",
+        "verifier_error": np.isin(statuses, ("verifier_error", "timeout")),
+    }
 
 
 def concat(rollouts: Sequence[Rollout]) -> Rollout:
@@ -95,13 +139,17 @@ def concat(rollouts: Sequence[Rollout]) -> Rollout:
 
 def _left_pad_prompt(s: sampling.SampleOutput, Tp: int) -> sampling.SampleOutput:
     """The same rollout with its prompts left-padded to Tp (masked padding)."""
-    extra = Tp - s.prompt_BxTp.shape[1]
-    if extra == 0:
+    if Tp == s.prompt_BxTp.shape[1]:
         return s
-    pad = lambda x, v: np.pad(np.asarray(x), ((0, 0), (extra, 0)), constant_values=v)
     return s.replace(
-        prompt_BxTp=pad(s.prompt_BxTp, 0), prompt_mask_BxTp=pad(s.prompt_mask_BxTp, False)
+        prompt_BxTp=_left_pad(s.prompt_BxTp, Tp, 0),
+        prompt_mask_BxTp=_left_pad(s.prompt_mask_BxTp, Tp, False),
     )
+
+
+def _left_pad(x_BxT: np.ndarray, T: int, value) -> np.ndarray:
+    x_BxT = np.asarray(x_BxT)
+    return np.pad(x_BxT, ((0, 0), (T - x_BxT.shape[1], 0)), constant_values=value)
 
 
 def select_groups(r: Rollout, keep_P: np.ndarray, G: int) -> Rollout:
@@ -133,4 +181,25 @@ def to_batch(
         old_logps_BxTc=np.asarray(s.logps_BxTc, np.float32),
         adv_BxTc=adv_BxTc,
         ref_logps_BxTc=ref_logps_BxTc,
+    )
+
+
+def split_rows(batch: state_lib.TrainBatch, n: int) -> list[state_lib.TrainBatch]:
+    """`n` mini-batches, row i going to mini-batch i % n.
+
+    Strided rather than contiguous, so that when each process splits its own rows, the union over
+    processes of mini-batch u is the same rows as one process splitting the global batch (given
+    rows per process divisible by n): results do not depend on the process count.
+    """
+    return [jax.tree.map(lambda x, u=u: x[u::n], batch) for u in range(n)]
+
+
+def pad_rows(batch: state_lib.TrainBatch, rows: int) -> state_lib.TrainBatch:
+    """The batch with empty rows appended up to `rows`: no prompt or completion tokens, zero
+    advantage. The train step's loss, gradient and metrics ignore them (see step.train_step)."""
+    extra = rows - batch.completion_BxTc.shape[0]
+    if extra < 0:
+        raise ValueError(f"cannot pad {batch.completion_BxTc.shape[0]} rows down to {rows}")
+    return jax.tree.map(
+        lambda x: np.concatenate([x, np.zeros((extra, *x.shape[1:]), x.dtype)]), batch
     )

@@ -1,7 +1,9 @@
-"""What the loop builds from its config before training: model, tokenizer, data, scoring, checks.
+"""What the loop builds from its config before training: mesh, model, tokenizer, data, scoring,
+checks.
 
 Every check here runs before anything is compiled, so a bad config fails in seconds with the key
-named.
+named. Parameters are created directly in their shardings: a preset's random init is one jitted
+function with sharded outputs, an HF checkpoint is placed tensor by tensor, shard by shard.
 """
 
 # pylint: disable=invalid-name
@@ -13,8 +15,9 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
 
-from rlvr_jax import sampling
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.data import files as files_lib
 from rlvr_jax.data import synthetic
 from rlvr_jax.data import types as data_types
@@ -33,9 +36,27 @@ class ConfigError(ValueError):
     """A config value that cannot work, named by its key."""
 
 
-def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig) -> None:
+def make_mesh(c: ml_collections.ConfigDict) -> Mesh:
+    """The (data, fsdp, tensor) mesh of `c.mesh.shape` over every process's devices."""
+    try:
+        return mesh_lib.make_mesh(tuple(c.mesh.shape))
+    except ValueError as e:
+        raise ConfigError(f"mesh.shape={tuple(c.mesh.shape)}: {e}") from None
+
+
+def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig, processes: int = 1) -> None:
     P, G = c.train.prompts_per_step, rl.group_size
     B = P * G
+    if P % processes or c.eval.num_prompts % processes:
+        raise ConfigError(
+            f"train.prompts_per_step={P} and eval.num_prompts={c.eval.num_prompts} must be "
+            f"divisible by the {processes} processes (each samples its own share)"
+        )
+    if (B // processes) % rl.num_updates:
+        raise ConfigError(
+            f"each of the {processes} processes holds {B // processes} rows, which do not split "
+            f"into rl.num_updates={rl.num_updates} mini-batches"
+        )
     if G < 2:
         raise ConfigError(f"rl.group_size={G}: GRPO needs at least 2 samples per prompt")
     if B % rl.num_updates:
@@ -64,22 +85,36 @@ def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig) -> None:
 
 def load_model(
     c: ml_collections.ConfigDict,
-) -> tuple[config_lib.ModelConfig, params_lib.Params, tokenizer_lib.Tokenizer]:
-    """(model config, initial params, tokenizer) from an HF folder or a preset."""
+) -> tuple[config_lib.ModelConfig, tokenizer_lib.Tokenizer]:
+    """(model config, tokenizer) of an HF folder or a preset; `init_params` makes the weights."""
     dtypes = dict(param_dtype=c.model.param_dtype, compute_dtype=c.model.compute_dtype)
     if c.model.init_from:
-        model_cfg, params, _ = hf.load_checkpoint(c.model.init_from, **dtypes)
+        model_cfg = config_lib.read_hf_config(c.model.init_from, **dtypes)
         model_cfg = dataclasses.replace(model_cfg, remat=c.model.remat)
         tok = tokenizer_lib.load_tokenizer(c.model.init_from)
     else:
         model_cfg = config_lib.get_preset(c.model.preset, remat=c.model.remat, **dtypes)
-        params = params_lib.init_params(model_cfg, jax.random.key(c.seed))
         tok = tokenizer_lib.load_tiny_tokenizer()
     if tok.vocab_size > model_cfg.vocab_size:
         raise ConfigError(
             f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={model_cfg.vocab_size}"
         )
-    return model_cfg, params, tok
+    return model_cfg, tok
+
+
+def init_params(
+    c: ml_collections.ConfigDict,
+    model_cfg: config_lib.ModelConfig,
+    shardings: params_lib.Params,
+) -> params_lib.Params:
+    """The initial weights, created in their `shardings`: c.model.init_from's, or a random init."""
+    if c.model.init_from:
+        return hf.load_params(c.model.init_from, model_cfg, shardings=shardings)
+    init = jax.jit(
+        lambda seed: params_lib.init_params(model_cfg, jax.random.key(seed)),
+        out_shardings=shardings,
+    )
+    return init(np.uint32(c.seed))
 
 
 def load_data(
@@ -113,21 +148,19 @@ def make_score_fn(pool: pool_lib.VerifierPool):
     return score
 
 
-def rollout_metrics(r, G: int, sampling_cfg: sampling.SamplingConfig) -> dict[str, Any]:
-    rewards_PxG = r.rewards_B.reshape(-1, G)
-    lengths = np.asarray(r.sample.lengths_B)
-    statuses = np.asarray(r.statuses)
+def rollout_metrics(stats: dict[str, np.ndarray], G: int) -> dict[str, Any]:
+    """Rollout metrics of the per-row `rollout.stats` (gathered over every process)."""
+    rewards_B, lengths_B = stats["rewards"], stats["lengths"]
+    rewards_PxG = rewards_B.reshape(-1, G)
     return {
-        "rollout/reward_mean": float(r.rewards_B.mean()),
-        "rollout/reward_std": float(r.rewards_B.std()),
-        "rollout/acc": float(r.correct_B.mean()),
-        "rollout/len_mean": float(lengths.mean()),
-        "rollout/len_max": float(lengths.max()),
-        "rollout/truncated_frac": float(1.0 - np.asarray(r.sample.stopped_B).mean()),
+        "rollout/reward_mean": float(rewards_B.mean()),
+        "rollout/reward_std": float(rewards_B.std()),
+        "rollout/acc": float(stats["correct"].mean()),
+        "rollout/len_mean": float(lengths_B.mean()),
+        "rollout/len_max": float(lengths_B.max()) if len(lengths_B) else 0.0,
+        "rollout/truncated_frac": float(1.0 - stats["stopped"].mean()),
         "rollout/frac_zero_std_groups": float((rewards_PxG.std(axis=1) == 0).mean()),
-        "rollout/no_answer_frac": float((statuses == "no_answer").mean()),
-        "rollout/verifier_error_frac": float(
-            np.isin(statuses, ("verifier_error", "timeout")).mean()
-        ),
-        "rollout/prompts": float(len(r.examples)),
+        "rollout/no_answer_frac": float(stats["no_answer"].mean()),
+        "rollout/verifier_error_frac": float(stats["verifier_error"].mean()),
+        "rollout/prompts": float(len(rewards_B) // G),
     }

@@ -8,11 +8,14 @@ padded), Tc completion length (right padded).
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from rlvr_jax.models import params as params_lib
 
@@ -92,4 +95,42 @@ def make_optimizer(cfg: OptConfig) -> optax.GradientTransformation:
 def init_state(params: params_lib.Params, optimizer: optax.GradientTransformation) -> TrainState:
     return TrainState(
         step=jnp.zeros((), jnp.int32), params=params, opt_state=optimizer.init(params)
+    )
+
+
+def state_shardings(
+    param_shardings: params_lib.Params, optimizer: optax.GradientTransformation
+) -> TrainState:
+    """Shardings of every TrainState leaf: each optimizer moment follows its parameter (found by
+    `optax.tree_map_params`); the step and the optimizer's counters are replicated."""
+    mesh = jax.tree.leaves(param_shardings)[0].mesh
+    replicated = NamedSharding(mesh, P())
+    return TrainState(
+        step=replicated,
+        params=param_shardings,
+        opt_state=optax.tree_map_params(
+            optimizer,
+            lambda _, shd: shd,
+            jax.eval_shape(optimizer.init, _abstract(param_shardings)),
+            param_shardings,
+            transform_non_params=lambda _: replicated,
+        ),
+    )
+
+
+def _abstract(param_shardings: params_lib.Params) -> params_lib.Params:
+    """Float32 scalars with the params' structure: all `tree_map_params` needs to find them."""
+    return jax.tree.map(lambda _: jax.ShapeDtypeStruct((), jnp.float32), param_shardings)
+
+
+def make_init_state(optimizer: optax.GradientTransformation, shardings: TrainState):
+    """Jitted `params -> TrainState` that builds the optimizer state directly in its shardings.
+
+    The params are donated (the state takes over their buffers): the caller must not reuse them.
+    """
+    return jax.jit(
+        functools.partial(init_state, optimizer=optimizer),
+        in_shardings=(shardings.params,),
+        out_shardings=shardings,
+        donate_argnums=0,
     )

@@ -2,8 +2,10 @@
 update.
 
 `train_step(state, batch) -> (state, metrics)` is jitted once by `make_train_step`, with the state
-donated. The loss is the same number whatever the micro-batch count: each micro-batch's aggregate is
-weighted by its share of the aggregation's denominator (tokens, sequences or rows). A non-finite
+donated and, given the state's shardings, the batch split over the mesh's data x fsdp axes. The
+loss is the same number whatever the micro-batch count: each micro-batch's aggregate is weighted by
+its share of the aggregation's denominator (tokens, sequences or rows). Padding rows (no prompt and
+no completion tokens; see rollout.pad_rows) change neither the loss nor the update. A non-finite
 loss or gradient skips the update (params and optimizer state unchanged) and reports
 `train/skipped`.
 """
@@ -18,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import transformer
@@ -111,9 +114,14 @@ def train_step(
         total = jnp.sum(mask, dtype=jnp.float32)
     elif rl.loss_agg == "seq_mean_token_mean":
         total = jnp.sum(jnp.any(mask, axis=1), dtype=jnp.float32)
-    else:
-        total = jnp.float32(B)
-    micro = jax.tree.map(lambda x: x.reshape(num_micro, B // num_micro, *x.shape[1:]), batch)
+    else:  # every real row counts, an empty completion included; padding rows have no prompt
+        total = jnp.sum(jnp.any(batch.prompt_mask_BxTp, axis=1), dtype=jnp.float32)
+    # Strided micro-batches (row i goes to micro-batch i % num_micro): the batch is split over
+    # devices in contiguous blocks, so every device holds its share of every micro-batch and the
+    # scan needs no resharding.
+    micro = jax.tree.map(
+        lambda x: x.reshape(B // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1), batch
+    )
     grad_fn = jax.value_and_grad(
         functools.partial(_loss_fn, model_cfg=model_cfg, rl=rl, temperature=temperature),
         has_aux=True,
@@ -171,8 +179,13 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     temperature: float = 1.0,
     num_micro: int = 1,
+    shardings: state_lib.TrainState | None = None,
 ):
-    """The jitted train step, state donated (the caller must not reuse the state it passes in)."""
+    """The jitted train step, state donated (the caller must not reuse the state it passes in).
+
+    With `shardings` (state_lib.state_shardings), the state keeps them across the step, the batch is
+    split over the mesh's data x fsdp axes and the metrics come back replicated.
+    """
     step = functools.partial(
         train_step,
         model_cfg=model_cfg,
@@ -181,11 +194,30 @@ def make_train_step(
         temperature=temperature,
         num_micro=num_micro,
     )
-    return jax.jit(step, donate_argnums=0)
+    return _jit(step, shardings)
 
 
-def make_logps_fn(*, model_cfg: config_lib.ModelConfig, temperature: float = 1.0):
-    """Jitted completion log-probs (reference or old-policy scoring), no gradient."""
+def _jit(step, shardings: state_lib.TrainState | None):
+    """`step(state, batch) -> (state, metrics)` jitted, state donated, on the mesh if given."""
+    if shardings is None:
+        return jax.jit(step, donate_argnums=0)
+    mesh = shardings.step.mesh
+    return jax.jit(
+        step,
+        in_shardings=(shardings, mesh_lib.batch_sharding(mesh)),
+        out_shardings=(shardings, mesh_lib.replicated(mesh)),
+        donate_argnums=0,
+    )
+
+
+def make_logps_fn(
+    *,
+    model_cfg: config_lib.ModelConfig,
+    temperature: float = 1.0,
+    param_shardings: params_lib.Params | None = None,
+):
+    """Jitted completion log-probs (reference or old-policy scoring), no gradient; with
+    `param_shardings`, the rows are split over the mesh's data x fsdp axes."""
 
     def logps(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
         out, _ = completion_logps(
@@ -199,7 +231,10 @@ def make_logps_fn(*, model_cfg: config_lib.ModelConfig, temperature: float = 1.0
         )
         return out
 
-    return jax.jit(logps)
+    if param_shardings is None:
+        return jax.jit(logps)
+    rows = mesh_lib.batch_sharding(jax.tree.leaves(param_shardings)[0].mesh)
+    return jax.jit(logps, in_shardings=(param_shardings, *[rows] * 4), out_shardings=rows)
 
 
 def sft_step(
@@ -230,6 +265,11 @@ def sft_step(
     return new_state, {"warm/loss": loss, "warm/grad_norm": optax.global_norm(grads)}
 
 
-def make_sft_step(*, model_cfg: config_lib.ModelConfig, optimizer: optax.GradientTransformation):
-    step = functools.partial(sft_step, model_cfg=model_cfg, optimizer=optimizer)
-    return jax.jit(step, donate_argnums=0)
+def make_sft_step(
+    *,
+    model_cfg: config_lib.ModelConfig,
+    optimizer: optax.GradientTransformation,
+    shardings: state_lib.TrainState | None = None,
+):
+    """The jitted warm-start step, state donated; sharded like `make_train_step`."""
+    return _jit(functools.partial(sft_step, model_cfg=model_cfg, optimizer=optimizer), shardings)

@@ -3,7 +3,7 @@
 The tiny default starts from random weights; RL needs a policy that is sometimes right, so the same
 command first fits the worked solutions of the training split for a fixed number of steps.
 Deterministic for a seed, so a resumed run that needs the warm-start weights again gets them
-bitwise.
+bitwise. On a mesh, every process builds the same global batch and places only its devices' rows.
 """
 
 # pylint: disable=invalid-name
@@ -14,13 +14,17 @@ from collections.abc import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
 from rlvr_jax.data import synthetic
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.train import distributed
+from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 
@@ -42,12 +46,12 @@ def sft_batch(
     examples: Sequence[data_types.Example],
     system: str | None,
     buckets: Sequence[int] = sampling.DEFAULT_BUCKETS,
+    shape: tuple[int, int] | None = None,
 ) -> state_lib.TrainBatch:
-    """Prompt (chat template, left padded) -> solution + EOS (right padded), padded to buckets."""
-    prompts = [tok.apply_chat_template(ex.prompt, system=system) for ex in examples]
-    targets = [tok.encode(ex.solution or ex.answer) + [tok.eos_ids[0]] for ex in examples]
-    Tp = sampling.bucket(max(map(len, prompts)), buckets, "prompt")
-    Tc = sampling.bucket(max(map(len, targets)), buckets, "solution")
+    """Prompt (chat template, left padded) -> solution + EOS (right padded), padded to buckets,
+    or to `shape` = (Tp, Tc) when given (see `sft_shape`)."""
+    prompts, targets = _encode(tok, examples, system)
+    Tp, Tc = shape or _bucketed(prompts, targets, buckets)
     B = len(examples)
     prompt_BxTp = np.full((B, Tp), tok.pad_id, np.int32)
     prompt_mask = np.zeros((B, Tp), bool)
@@ -67,6 +71,28 @@ def sft_batch(
     )
 
 
+def _encode(tok, examples, system) -> tuple[list[list[int]], list[list[int]]]:
+    prompts = [tok.apply_chat_template(ex.prompt, system=system) for ex in examples]
+    targets = [tok.encode(ex.solution or ex.answer) + [tok.eos_ids[0]] for ex in examples]
+    return prompts, targets
+
+
+def _bucketed(prompts, targets, buckets) -> tuple[int, int]:
+    Tp = sampling.bucket(max(map(len, prompts)), buckets, "prompt")
+    return Tp, sampling.bucket(max(map(len, targets)), buckets, "solution")
+
+
+def sft_shape(
+    tok: tokenizer_lib.Tokenizer,
+    examples: Sequence[data_types.Example],
+    system: str | None,
+    buckets: Sequence[int] = sampling.DEFAULT_BUCKETS,
+) -> tuple[int, int]:
+    """(Tp, Tc) that fits every example: one shape for every warm-start step, so the step compiles
+    once rather than once per bucket pair that a random batch happens to need."""
+    return _bucketed(*_encode(tok, examples, system), buckets)
+
+
 def run(
     params: params_lib.Params,
     tok: tokenizer_lib.Tokenizer,
@@ -76,9 +102,13 @@ def run(
     model_cfg: config_lib.ModelConfig,
     system: str | None,
     seed: int,
+    mesh: Mesh | None = None,
     log_every: int = 50,
 ) -> tuple[params_lib.Params, list[float]]:
-    """Returns the warm-started params and the loss of every step."""
+    """Returns the warm-started params and the loss of every step.
+
+    With a `mesh`, `params` must live on it; they are donated (the caller must not reuse them).
+    """
     if cfg.steps <= 0:
         return params, []
     if cfg.slip_frac > 0 or cfg.unanswered_frac > 0:
@@ -93,13 +123,26 @@ def run(
             total_steps=cfg.steps,
         )
     )
-    state = state_lib.init_state(params, opt)
-    step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt)
+    if mesh is None:
+        state = state_lib.init_state(params, opt)
+        shardings = None
+    else:
+        shardings = state_lib.state_shardings(jax.tree.map(lambda x: x.sharding, params), opt)
+        state = state_lib.make_init_state(opt, shardings)(params)
+    step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt, shardings=shardings)
+    if mesh is not None:
+        shards, rows = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
+    shape = sft_shape(tok, examples, system)
     rng = np.random.default_rng(seed)
     losses = []
     for i in range(cfg.steps):
         idx = rng.choice(len(examples), size=cfg.batch_size, replace=False)
-        batch = sft_batch(tok, [examples[j] for j in idx], system)
+        batch = sft_batch(tok, [examples[j] for j in idx], system, shape=shape)
+        if mesh is not None:
+            # Empty rows up to a multiple of the batch shards: the loss is a token mean, so they
+            # change nothing.
+            batch = rollout_lib.pad_rows(batch, -(-cfg.batch_size // shards) * shards)
+            batch = distributed.place(batch, jax.tree.map(lambda _: rows, batch))
         state, metrics = step(state, batch)
         losses.append(float(jax.device_get(metrics["warm/loss"])))
         if log_every and (i + 1) % log_every == 0:
