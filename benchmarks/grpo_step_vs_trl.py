@@ -35,13 +35,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import datasets
 import jax
-import jax.numpy as jnp
 import numpy as np
 import torch
 import transformers
 import trl
 from absl import app, flags
 
+from benchmarks import peak as peak_lib
 from rlvr_jax import sampling
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
@@ -70,26 +70,6 @@ PROMPTS = [
 def char_reward(text: str) -> float:
     """A trivial verifiable reward: the fraction of digits in the completion."""
     return sum(c.isdigit() for c in text) / max(len(text), 1)
-
-
-def matmul_peak_flops() -> float:
-    """The CPU's measured float32 matmul peak: the best of JAX and torch on 2048^3 products."""
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    b = torch.ones(n, n)
-    b @ b
-    for _ in range(5):
-        t = time.perf_counter()
-        b @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
 
 
 class JaxGRPO:
@@ -257,7 +237,7 @@ def main(argv):
     torch.set_num_threads(os.cpu_count() or 1)
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
-    peaks = [matmul_peak_flops()]  # measured again after each size: the machine may be shared
+    peaks = [peak_lib.matmul_peak_flops()]  # measured again after each size (a shared machine)
     print(
         f"jax {jax.__version__} ({jax.default_backend()}, {jax.device_count()} device), "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
@@ -275,7 +255,7 @@ def main(argv):
             ratio, goal = r["jax"] / r["trl"], GOAL[size]
             met = "met" if ratio >= goal else "NOT met"
             print(f"{size}: ratio rlvr_jax/TRL {ratio:.2f} (goal >= {goal}: {met})", flush=True)
-            peaks.append(matmul_peak_flops())
+            peaks.append(peak_lib.matmul_peak_flops())
     peak = max(peaks)
     print(
         f"\nmatmul peak (2048^3 float32, best of jax/torch): {peak / 1e9:.0f} GFLOP/s "

@@ -31,12 +31,12 @@ os.environ["XLA_FLAGS"] = (
 )
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import peak as peak_lib  # noqa: E402
 from rlvr_jax import mesh as mesh_lib  # noqa: E402
 from rlvr_jax import sampling  # noqa: E402
 from rlvr_jax.models import config as config_lib  # noqa: E402
@@ -51,26 +51,6 @@ _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 128, "New tokens per prompt (EO
 _SINGLE = flags.DEFINE_bool("single_device", False, "Also time rlvr_jax on one device.")
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
-
-
-def matmul_peak_flops() -> float:
-    """The CPU's measured float32 matmul peak: the best of JAX and torch on 2048^3 products."""
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    best = 0.0
-    for _ in range(5):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    b = torch.ones(n, n)
-    b @ b
-    for _ in range(5):
-        t = time.perf_counter()
-        b @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
 
 
 def build_models(preset: str, folder: str):
@@ -127,7 +107,7 @@ LAYOUTS = {"data": (-1, 1, 1), "tensor": (1, 1, -1)}  # mesh shapes over one CPU
 
 def main(argv):
     del argv
-    peak = matmul_peak_flops()
+    peak = peak_lib.matmul_peak_flops()
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "
         f"transformers {transformers.__version__}, {os.cpu_count()} CPUs, "
