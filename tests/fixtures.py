@@ -12,6 +12,19 @@ from typing import Any
 import numpy as np
 
 FAMILIES = ("qwen2", "qwen3", "llama")
+# The GRPO run every loop-level test shrinks the tiny preset to (config key -> value).
+SMALL_RUN = {
+    "train.steps": 3,
+    "rl.group_size": 2,
+    "eval.k": 2,
+    "sampling.max_new_tokens": 16,
+    "ckpt.every": 1,
+    "ckpt.async_save": False,
+    "data.train_size": 40,
+    "data.eval_size": 8,
+    "log.tensorboard": False,
+    "verifier.workers": 1,
+}
 VOCAB = 97
 
 _COMMON = dict(

@@ -19,24 +19,16 @@ from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
 from rlvr_jax.train import setup as setup_lib
+from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {
-    "train.steps": 3,
+    **fixtures.SMALL_RUN,
     "train.prompts_per_step": 2,
-    "rl.group_size": 2,
     "warm_start.steps": 3,
     "warm_start.batch_size": 4,
     "eval.num_prompts": 2,
-    "eval.k": 2,
     "eval.every": 2,
-    "sampling.max_new_tokens": 16,
-    "ckpt.every": 1,
-    "ckpt.async_save": False,
-    "data.train_size": 40,
-    "data.eval_size": 8,
-    "log.tensorboard": False,
-    "verifier.workers": 1,
 }
 
 

@@ -19,14 +19,14 @@ from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import distributed
 from rlvr_jax.train import metrics as metrics_lib
 from rlvr_jax.train import state as state_lib
+from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = config_lib.get_preset("tiny")
 # 4 prompts x G=2 = 8 rows: 2 prompts (4 rows) per process, 2 rows per device.
 FLAGS = {
-    "train.steps": 3,
+    **fixtures.SMALL_RUN,
     "train.prompts_per_step": 4,
-    "rl.group_size": 2,
     "rl.beta": 0.01,  # a reference policy, saved and reloaded across processes
     # The barely warm-started policy solves nothing, so every advantage is 0: the entropy bonus
     # gives the updates a gradient to compare.
@@ -34,15 +34,7 @@ FLAGS = {
     "warm_start.steps": 5,
     "warm_start.batch_size": 8,
     "eval.num_prompts": 4,
-    "eval.k": 2,
     "eval.every": 0,  # steps 0 and 3 only
-    "sampling.max_new_tokens": 16,
-    "ckpt.every": 1,
-    "ckpt.async_save": False,
-    "data.train_size": 40,
-    "data.eval_size": 8,
-    "log.tensorboard": False,
-    "verifier.workers": 1,
 }
 
 
