@@ -129,6 +129,20 @@ def _attention(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, mask_BxTxS) -> jax.Array:
     return out.reshape(B, N, H // N, T, K).transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
 
 
+def _dense(x: jax.Array, w: jax.Array, in_axes: int = 1) -> jax.Array:
+    """`x`'s last `in_axes` axes contracted with `w`'s first `in_axes`, as one 2-D matmul.
+
+    Same numbers as the einsum. The flat form keeps XLA:CPU from fusing the backward pass's
+    elementwise work (e.g. SiLU's derivative) with a strided transpose: with it and the flat
+    `lm_logits`, a gradient of the tiny model at B=32, T=80 went from 223 ms to 156 ms
+    (forward 34 ms either way).
+    """
+    lead, din = x.shape[: x.ndim - in_axes], w.shape[:in_axes]
+    rows, cols = math.prod(lead), math.prod(din)
+    out = x.reshape(rows, cols) @ w.reshape(cols, -1)
+    return out.reshape(*lead, *w.shape[in_axes:])
+
+
 def _layer(
     lp: params_lib.LayerParams,
     x_BxTxD: jax.Array,
@@ -143,9 +157,7 @@ def _layer(
     dtype = x_BxTxD.dtype
     w = lambda a: a.astype(dtype)
     h = rms_norm(x_BxTxD, lp.attn_norm, cfg.rms_norm_eps)
-    q = jnp.einsum("btd,dhk->bthk", h, w(lp.q))
-    k = jnp.einsum("btd,dnk->btnk", h, w(lp.k))
-    v = jnp.einsum("btd,dnk->btnk", h, w(lp.v))
+    q, k, v = _dense(h, w(lp.q)), _dense(h, w(lp.k)), _dense(h, w(lp.v))
     if cfg.qkv_bias:
         q, k, v = (
             q + w(lp.q_bias)[None, None],
@@ -164,11 +176,10 @@ def _layer(
     k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_new, cache_index, 3)
     v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_new, cache_index, 2)
     attn = _attention(q, k_cache, v_cache, mask_BxTxS)
-    x_BxTxD = x_BxTxD + jnp.einsum("bthk,hkd->btd", attn, w(lp.o))
+    x_BxTxD = x_BxTxD + _dense(attn, w(lp.o), in_axes=2)
     h = rms_norm(x_BxTxD, lp.mlp_norm, cfg.rms_norm_eps)
-    gate = jnp.einsum("btd,df->btf", h, w(lp.gate))
-    up = jnp.einsum("btd,df->btf", h, w(lp.up))
-    x_BxTxD = x_BxTxD + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, w(lp.down))
+    gate, up = _dense(h, w(lp.gate)), _dense(h, w(lp.up))
+    x_BxTxD = x_BxTxD + _dense(jax.nn.silu(gate) * up, w(lp.down))
     return x_BxTxD, (k_cache, v_cache)
 
 
@@ -221,11 +232,14 @@ def decode_hidden(
 
 def lm_logits(params: params_lib.Params, hidden_BxTxD: jax.Array) -> jax.Array:
     """Output logits in float32 (tied embeddings use `embed` transposed)."""
+    B, T, D = hidden_BxTxD.shape
+    h_NxD = hidden_BxTxD.reshape(B * T, D)  # flat matmul: see _dense
     if params.lm_head is None:
-        w_VxD = params.embed.astype(hidden_BxTxD.dtype)
-        return jnp.einsum("btd,vd->btv", hidden_BxTxD, w_VxD, preferred_element_type=jnp.float32)
-    w_DxV = params.lm_head.astype(hidden_BxTxD.dtype)
-    return jnp.einsum("btd,dv->btv", hidden_BxTxD, w_DxV, preferred_element_type=jnp.float32)
+        w_DxV = params.embed.astype(hidden_BxTxD.dtype).T
+    else:
+        w_DxV = params.lm_head.astype(hidden_BxTxD.dtype)
+    logits = jnp.matmul(h_NxD, w_DxV, preferred_element_type=jnp.float32)
+    return logits.reshape(B, T, -1)
 
 
 def forward(
