@@ -9,8 +9,10 @@ temperature 1.0, beta=0.04 (k3 KL to a frozen reference), token-mean loss, AdamW
 global-norm clip 1.0, one optimizer update per step, the same character-count reward on both sides.
 
 A step is sample -> reward -> advantages -> reference log-probs -> forward + backward + update, as
-`rlvr_jax/train/loop.py` wires it (one device, JAX's default threads) and as `trainer.train()` runs
-it (torch intra-op threads = cores, gradient checkpointing off so both sides do the same FLOPs).
+`rlvr_jax/train/loop.py` wires it with the default config (one CPU device per core, the batch split
+over a data mesh, weights replicated; `--single_device` for one device with XLA's intra-op threads)
+and as `trainer.train()` runs it (torch intra-op threads = cores, gradient checkpointing off so both
+sides do the same FLOPs).
 Both sides exclude their first step (XLA compiles; torch's first-call costs); the figure is the
 median of `--steps` timed steps. The two alternate step by step (an rlvr_jax step runs after each
 TRL step, outside TRL's timed span), so machine noise hits both alike.
@@ -33,8 +35,13 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import datasets
-import jax
+if "--single_device" not in sys.argv:  # one CPU device per core, set before jax starts a backend
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count()}"
+    ).strip()
+
+import datasets  # noqa: E402
+import jax  # noqa: E402
 import numpy as np
 import torch
 import transformers
@@ -42,6 +49,7 @@ import trl
 from absl import app, flags
 
 from benchmarks import peak as peak_lib
+from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
@@ -51,12 +59,14 @@ from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.objectives import rl_config
 from rlvr_jax.rewards import math as math_lib
+from rlvr_jax.train import distributed
 from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["3m", "30m"], "Model sizes: 3m (qwen2_3m), 30m (qwen2_30m).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed GRPO steps per system (median reported).")
+flags.DEFINE_bool("single_device", False, "rlvr_jax on one CPU device instead of one per core.")
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
 GOAL = {"3m": 2.0, "30m": 1.5}  # rlvr_jax / TRL tokens/s
@@ -83,15 +93,23 @@ class JaxGRPO:
         optimizer = state_lib.make_optimizer(state_lib.OptConfig(lr=1e-6))
         # eos_ids=(): no stop token, so every completion is exactly TC tokens (TRL: min_new_tokens).
         self.sampling_cfg = sampling.SamplingConfig(max_new_tokens=TC, pad_id=self.tok.pad_id)
-        self.ref_params = jax.tree.map(lambda x: x.copy(), params)  # the state is donated
-        self.state = state_lib.init_state(params, optimizer)
-        self.train_step = step_lib.make_train_step(model_cfg=cfg, rl=self.rl, optimizer=optimizer)
-        self.ref_logps_fn = step_lib.make_logps_fn(model_cfg=cfg)
+        # The default experiment's layout: every device in a data mesh (one device: the same code).
+        self.mesh = mesh_lib.make_mesh((-1, 1, 1))
+        param_shd = mesh_lib.param_shardings(self.mesh, params_lib.param_axes(cfg))
+        state_shd = state_lib.state_shardings(param_shd, optimizer)
+        host = jax.device_get(params)  # fresh device copies from host: the state is donated
+        self.ref_params = jax.device_put(host, param_shd)
+        self.state = state_lib.make_init_state(optimizer, state_shd)(
+            jax.device_put(host, param_shd)
+        )
+        self.train_step = step_lib.make_train_step(
+            model_cfg=cfg, rl=self.rl, optimizer=optimizer, shardings=state_shd
+        )
+        self.ref_logps_fn = step_lib.make_logps_fn(model_cfg=cfg, param_shardings=param_shd)
         self.examples = [
             data_types.Example(uid=str(i), prompt=q, answer="") for i, q in enumerate(PROMPTS)
         ]
         self.times = collections.defaultdict(list)  # phase -> seconds per step
-        self.key = jax.random.key(0)
 
     def _score(self, texts: list[str], answers: list[str]) -> list[math_lib.MathVerdict]:
         del answers
@@ -104,26 +122,33 @@ class JaxGRPO:
             self.state.params,
             self.tok,
             self.examples,
-            jax.random.fold_in(self.key, len(self.times["step"])),
+            distributed.replicated_key(self.mesh, 0, len(self.times["step"])),
             G=G,
             system=None,
             model_cfg=self.cfg,
             sampling_cfg=self.sampling_cfg,
             score_fn=self._score,
+            mesh=self.mesh,
         )
         assert (r.sample.lengths_B == TC).all(), r.sample.lengths_B
         t1 = time.perf_counter()
         # --- Advantages, reference log-probs ---
         adv_B = np.asarray(advantages_lib.compute(r.rewards_B, self.rl), np.float32)
-        s = r.sample
-        ref_logps = np.asarray(
-            self.ref_logps_fn(
-                self.ref_params, s.prompt_BxTp, s.prompt_mask_BxTp, s.tokens_BxTc, s.mask_BxTc
+        batch = distributed.global_rows(rollout_lib.to_batch(r, adv_B), self.mesh)
+        batch = batch.replace(
+            ref_logps_BxTc=jax.block_until_ready(
+                self.ref_logps_fn(
+                    self.ref_params,
+                    batch.prompt_BxTp,
+                    batch.prompt_mask_BxTp,
+                    batch.completion_BxTc,
+                    batch.completion_mask_BxTc,
+                )
             )
         )
         t2 = time.perf_counter()
         # --- One optimizer update ---
-        self.state, m = self.train_step(self.state, rollout_lib.to_batch(r, adv_B, ref_logps))
+        self.state, m = self.train_step(self.state, batch)
         m = jax.device_get(m)
         assert m["train/skipped"] == 0, m
         t3 = time.perf_counter()

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -57,6 +58,39 @@ def make_mesh(
         )
     auto = (jax.sharding.AxisType.Auto,) * len(MESH_AXES)
     return jax.make_mesh(tuple(shape), MESH_AXES, axis_types=auto, devices=devices)
+
+
+def sub_mesh(shape: Sequence[int], mesh: Mesh) -> Mesh:
+    """A (data, fsdp, tensor) mesh of `shape` on the first devices of each of `mesh`'s processes.
+
+    The sampler's mesh: a subset of the training devices (e.g. (4, 1, 1) of a (2, 4, 1) mesh) or
+    another layout of all of them (e.g. (2, 1, 4), tensor-parallel decoding without FSDP's
+    per-step weight gathers). Every process keeps the same number of devices, so each still
+    samples its own rows. A -1 in `shape` takes all of `mesh`'s devices.
+    """
+    by_process: dict[int, list[jax.Device]] = {}
+    for d in mesh.devices.flat:
+        by_process.setdefault(d.process_index, []).append(d)
+    size = mesh.devices.size if -1 in shape else math.prod(shape)
+    per, rem = divmod(size, len(by_process))
+    local = min(len(v) for v in by_process.values())
+    if rem or not 0 < per <= local:
+        raise ValueError(
+            f"sub-mesh {tuple(shape)} ({size} devices) must take the same number of devices, "
+            f"at most {local}, from each of the {len(by_process)} processes"
+        )
+    return make_mesh(shape, devices=[d for p in sorted(by_process) for d in by_process[p][:per]])
+
+
+def reshard_fn(src: Mesh, dst: Mesh, shardings):
+    """A function moving a pytree from `src` into `shardings` on `dst`: the identity when the
+    meshes are one, a jitted copy when they share their devices (the multi-process path: every
+    process runs the same collective program), else `jax.device_put` (one process)."""
+    if dst is src:
+        return lambda tree: tree
+    if set(dst.devices.flat) == set(src.devices.flat):
+        return jax.jit(lambda tree: jax.tree.map(jnp.copy, tree), out_shardings=shardings)
+    return lambda tree: jax.device_put(tree, shardings)
 
 
 def batch_size_of(mesh: Mesh) -> int:

@@ -113,8 +113,8 @@ def _compare(a: str, b: str, what: str) -> None:
 
 def test_two_processes_match_one_and_checkpoints_move(tmp_path):
     two, one, moved = (str(tmp_path / n) for n in ("two", "one", "moved"))
-    # Two processes x 2 devices on a (2, 2, 1) mesh, through the launcher; at the same time, one
-    # process x 4 devices on a (1, 4, 1) mesh.
+    # Two processes x 2 devices on a (2, 2, 1) mesh (sampler on (4, 1, 1)), through the launcher;
+    # at the same time, one process x 4 devices on a (1, 4, 1) mesh.
     port = f"--port={_free_port()}"
     launch = [
         "bash",
@@ -125,6 +125,9 @@ def test_two_processes_match_one_and_checkpoints_move(tmp_path):
         port,
         "--",
         "--config.mesh.shape=(2,2,1)",
+        # Sampling on a data mesh (weights replicated, no FSDP gathers per decode step): the same
+        # rollouts after the cross-host reshard.
+        "--config.mesh.sampler=(4,1,1)",
         *_flags(),
     ]
     env = _env(2)

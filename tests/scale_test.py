@@ -145,6 +145,34 @@ def test_step_and_sampler_on_mesh_match_one_device(one_device, shape):
     np.testing.assert_allclose(out.logps_BxTc, want_out.logps_BxTc, atol=1e-4)
 
 
+@pytest.mark.parametrize("sampler_shape", [(4, 1, 1), (1, 1, 2), (4, 1, 2)])
+def test_sampler_on_a_sub_mesh_matches_one_device(one_device, sampler_shape):
+    """Train on FSDP (2, 4, 1); sample on a sub-mesh or another layout after one explicit reshard."""
+    _, batches, (want_state, _), want_out = one_device
+    trainer = Trainer(_mesh((2, 4, 1)))
+    state, _ = trainer.train(trainer.init(), batches[0])
+    sampler_mesh = mesh_lib.sub_mesh(sampler_shape, trainer.mesh)
+    assert list(sampler_mesh.devices.flat) == jax.devices()[: int(np.prod(sampler_shape))]
+    params = jax.device_put(
+        state.params, mesh_lib.param_shardings(sampler_mesh, params_lib.param_axes(CFG))
+    )
+    assert params.layers[0].gate.sharding.mesh.devices.size == int(np.prod(sampler_shape))
+    assert _max_diff(params, want_state.params) < 1e-5
+    key = distributed.replicated_key(sampler_mesh, 0)
+    out = rollout_lib.generate(
+        params, PROMPTS, key, model_cfg=CFG, sampling_cfg=SAMPLE_CFG, mesh=sampler_mesh
+    )
+    np.testing.assert_array_equal(out.tokens_BxTc, want_out.tokens_BxTc)
+    np.testing.assert_allclose(out.logps_BxTc, want_out.logps_BxTc, atol=1e-4)
+
+
+def test_sub_mesh_rejects_shapes_it_cannot_take():
+    mesh = _mesh((2, 2, 1))
+    assert mesh_lib.sub_mesh((-1, 1, 1), mesh).devices.size == 4
+    with pytest.raises(ValueError, match=r"sub-mesh \(8, 1, 1\) \(8 devices\)"):
+        mesh_lib.sub_mesh((8, 1, 1), mesh)
+
+
 def test_axis_rules_raise_on_collisions():
     with pytest.raises(ValueError, match="both map to mesh axis 'tensor'"):
         mesh_lib.logical_to_spec(P("heads", "mlp"))

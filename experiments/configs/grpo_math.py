@@ -91,7 +91,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.verifier = dict(workers=2, timeout_s=10.0)
     # (data, fsdp, tensor) device counts over every process's devices; one -1 takes the rest.
     # The batch is split over data x fsdp, parameters over fsdp (and tensor, by their axes).
-    c.mesh = dict(shape=(-1, 1, 1))
+    # sampler: () samples on the training mesh; a (data, fsdp, tensor) shape samples on a sub-mesh
+    # (or another layout) of the same devices, weights resharded once per rollout.
+    c.mesh = dict(shape=(-1, 1, 1), sampler=())
 
     if arg["preset"] == "qwen2p5_math_1p5b":
         c.model.preset = ""

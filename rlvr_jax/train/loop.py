@@ -8,6 +8,8 @@ folder, params only) plus the warm start; (4) from scratch. Process 0 shows a pr
 
 Everything lives on one (data, fsdp, tensor) mesh, `c.mesh.shape`: parameters in the shardings of
 their logical axes, optimizer moments like their parameters, the batch split over data x fsdp.
+The sampler runs on that mesh too, or on `c.mesh.sampler` (a sub-mesh or another layout of the same
+devices), with the policy's weights resharded onto it once per rollout (`perf/reshard_s`).
 With several processes (experiments/grpo_math.py, RLVR_DIST=1), each one samples and scores its own
 share of the prompts, and the global batch is their rows in process order (train/distributed.py).
 Only process 0 writes metrics; every process joins the checkpoint saves.
@@ -58,6 +60,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     opt_cfg = state_lib.OptConfig(**c.opt)
     warm_cfg = warm_lib.WarmStartConfig(**c.warm_start)
     mesh = setup_lib.make_mesh(c)
+    sampler_mesh = setup_lib.make_sampler_mesh(c, mesh)
     setup_lib.validate(c, rl, jax.process_count())
     model_cfg, tok = setup_lib.load_model(c)
     train_examples, eval_examples = setup_lib.load_data(c)
@@ -76,6 +79,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # --- Shardings: params by their logical axes, optimizer moments like their params ---
     param_shd = mesh_lib.param_shardings(mesh, params_lib.param_axes(model_cfg))
     state_shd = state_lib.state_shardings(param_shd, optimizer)
+    # The one weight transfer between the meshes (none when the sampler shares the policy's).
+    sampler_shd = mesh_lib.param_shardings(sampler_mesh, params_lib.param_axes(model_cfg))
+    to_sampler = mesh_lib.reshard_fn(mesh, sampler_mesh, sampler_shd)
     shapes = jax.eval_shape(
         lambda p: state_lib.init_state(p, optimizer), params_lib.param_shapes(model_cfg)
     )
@@ -142,18 +148,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         system=system,
         sampling_cfg=sampling_cfg,
         k=c.eval.k,
-        mesh=mesh,
+        mesh=sampler_mesh,
     )
     # Each process's rows of a mini-batch are padded to a multiple of this (empty rows).
     rows_multiple = math.lcm(distributed.local_shards(mesh), c.train.micro_batches)
-    eval_key = lambda step: distributed.replicated_key(mesh, c.seed, 1, step)
+    eval_key = lambda step: distributed.replicated_key(sampler_mesh, c.seed, 1, step)
 
     with pool_lib.VerifierPool(
         c.verifier.workers, c.verifier.timeout_s, preload=("rlvr_jax.rewards.math",)
     ) as pool:
         score_fn = setup_lib.make_score_fn(pool)
         if start == 0:
-            m = evaluator(state.params, eval_key(0), score_fn)
+            m = evaluator(to_sampler(state.params), eval_key(0), score_fn)
             writer.write(0, m)
             _log(f"step 0: {_fmt(m)}")
         last = {}
@@ -167,20 +173,22 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
         for step in bar:
             t0 = time.perf_counter()
+            sampler_params = jax.block_until_ready(to_sampler(state.params))
+            t_reshard = time.perf_counter() - t0
             # --- Rollout (with DAPO dynamic sampling: refill dropped groups from more prompts) ---
             rounds, keeps = [], []
             for round_ in range(1 + (rl.max_resample_rounds if rl.dynamic_sampling else 0)):
                 r = rollout_lib.sample(
-                    state.params,
+                    sampler_params,
                     tok,
                     data_it.next(),
-                    distributed.replicated_key(mesh, c.seed, 0, step, round_),
+                    distributed.replicated_key(sampler_mesh, c.seed, 0, step, round_),
                     G=G,
                     system=system,
                     model_cfg=model_cfg,
                     sampling_cfg=sampling_cfg,
                     score_fn=score_fn,
-                    mesh=mesh,
+                    mesh=sampler_mesh,
                 )
                 keep_P = np.ones(len(r.examples), bool)
                 if rl.dynamic_sampling:
@@ -243,11 +251,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             dt = time.perf_counter() - t0
             m["perf/step_s"] = dt
             m["perf/rollout_s"] = t_rollout
+            m["perf/reshard_s"] = t_reshard
             m["perf/tokens_per_s"] = float(np.sum(stats["lengths"])) / dt
 
             # --- Eval / log / checkpoint ---
             if c.eval.every and step % c.eval.every == 0 or step == c.train.steps:
-                m.update(evaluator(state.params, eval_key(step), score_fn))
+                m.update(evaluator(to_sampler(state.params), eval_key(step), score_fn))
             writer.write(step, m)
             bar.set_postfix(_postfix(m))
             if step % c.log.every == 0 or step == c.train.steps:

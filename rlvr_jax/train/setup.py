@@ -44,6 +44,25 @@ def make_mesh(c: ml_collections.ConfigDict) -> Mesh:
         raise ConfigError(f"mesh.shape={tuple(c.mesh.shape)}: {e}") from None
 
 
+def make_sampler_mesh(c: ml_collections.ConfigDict, mesh: Mesh) -> Mesh:
+    """The sampler's mesh: `mesh` itself, or `c.mesh.sampler` on a subset or re-layout of its
+    devices (mesh.sub_mesh)."""
+    if not tuple(c.mesh.sampler):
+        return mesh
+    try:
+        sampler_mesh = mesh_lib.sub_mesh(tuple(c.mesh.sampler), mesh)
+    except ValueError as e:
+        raise ConfigError(f"mesh.sampler={tuple(c.mesh.sampler)}: {e}") from None
+    if jax.process_count() > 1 and sampler_mesh.devices.size < mesh.devices.size:
+        # jax.device_put reshards across hosts only between shardings of one device set.
+        raise ConfigError(
+            f"mesh.sampler={tuple(c.mesh.sampler)} takes {sampler_mesh.devices.size} of the "
+            f"{mesh.devices.size} devices; with {jax.process_count()} processes the sampler "
+            "must use all of them (another layout, e.g. a data mesh without fsdp)"
+        )
+    return sampler_mesh
+
+
 def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig, processes: int = 1) -> None:
     P, G = c.train.prompts_per_step, rl.group_size
     B = P * G
