@@ -175,8 +175,7 @@ def test_cli_prints_the_verdict():
         "rlvr_jax.plan",
         "--config=experiments/configs/grpo_math.py:qwen2p5_math_1p5b",
         "--chip=tpu-v5e",
-        "--mesh=1,8,1",
-        "--ref_micro_batches=16",
+        "--mesh=1,8,1",  # the preset's train.ref_micro_batches=16 is what makes it fit
     ]
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True)

@@ -103,3 +103,15 @@ def test_update_lowers_the_loss_and_compiles_once(params):
     assert step._cache_size() == 1
     assert int(state.step) == 3
     assert losses[-1] < losses[0]  # ratios move towards the advantage sign
+
+
+def test_reference_micro_batches_give_the_same_log_probs(params):
+    """train.ref_micro_batches: strided sequential micro-batches, the same rows back in order."""
+    b = _batch(params, seed=2)
+    rows = (b.prompt_BxTp, b.prompt_mask_BxTp, b.completion_BxTc, b.completion_mask_BxTc)
+    whole = step_lib.make_logps_fn(model_cfg=CFG)(params, *rows)
+    for n in (2, 4):
+        micro = step_lib.make_logps_fn(model_cfg=CFG, num_micro=n)(params, *rows)
+        np.testing.assert_allclose(micro, whole, atol=1e-5)
+    with pytest.raises(ValueError, match="4 rows do not split into 3 reference micro-batches"):
+        step_lib.make_logps_fn(model_cfg=CFG, num_micro=3)(params, *rows)

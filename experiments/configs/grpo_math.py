@@ -74,7 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         grad_clip=1.0,
         weight_decay=0.0,
     )
-    c.train = dict(steps=30, prompts_per_step=8, micro_batches=1)  # RL steps, P
+    # RL steps, P; micro-batches per update (gradient accumulation) and per reference scoring call
+    c.train = dict(steps=30, prompts_per_step=8, micro_batches=1, ref_micro_batches=1)
     # Supervised warm start on a noisy corpus: 60% of the worked solutions stop without a final
     # answer, as unfiltered corpora do; RL then has to learn to conclude (see README).
     c.warm_start = dict(
@@ -104,6 +105,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.steps = 500
         c.train.prompts_per_step = 64
         c.train.micro_batches = 16
+        c.train.ref_micro_batches = 16  # python -m rlvr_jax.plan: fits a v5e-8 on (1, 8, 1)
         c.warm_start.update(steps=0, unanswered_frac=0.0)
         c.model.param_dtype = "float32"
         c.model.compute_dtype = "bfloat16"
@@ -118,6 +120,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.train.steps = 500
         c.train.prompts_per_step = 128
         c.train.micro_batches = 64
+        c.train.ref_micro_batches = 16
         c.warm_start.update(steps=0, unanswered_frac=0.0)
         c.model.compute_dtype = "bfloat16"
         c.model.remat = True

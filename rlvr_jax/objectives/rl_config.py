@@ -11,11 +11,13 @@ KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 
 
-def _is_int(x) -> bool:
+def is_int(x) -> bool:
+    """A real int (not a bool)."""
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_num(x) -> bool:
+def is_num(x) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -62,27 +64,27 @@ class RLConfig:
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be a bool")
         for name in ("adv_eps", "eps_low", "eps_high", "beta", "entropy_coef"):
-            if not _is_num(getattr(self, name)) or getattr(self, name) < 0:
+            if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "must be a finite number >= 0")
-        if not _is_int(self.group_size) or self.group_size < 1:
+        if not is_int(self.group_size) or self.group_size < 1:
             fail("group_size", "must be an int >= 1")
         if self.adv_estimator == "rloo" and self.group_size < 2:
             fail("group_size", "must be >= 2 for adv_estimator='rloo' (leave-one-out baseline)")
         if self.eps_low >= 1:
             fail("eps_low", "must be < 1 (the lower clip bound 1 - eps_low must be positive)")
-        if self.dual_clip is not None and (not _is_num(self.dual_clip) or self.dual_clip <= 1):
+        if self.dual_clip is not None and (not is_num(self.dual_clip) or self.dual_clip <= 1):
             fail("dual_clip", "must be None or a number > 1")
-        if self.norm_len is not None and (not _is_int(self.norm_len) or self.norm_len <= 0):
+        if self.norm_len is not None and (not is_int(self.norm_len) or self.norm_len <= 0):
             fail("norm_len", "must be None or an int > 0")
         if self.loss_agg == "seq_mean_token_sum_norm" and self.norm_len is None:
             fail("norm_len", "must be set (an int > 0) when loss_agg='seq_mean_token_sum_norm'")
-        if not _is_int(self.num_updates) or self.num_updates < 1:
+        if not is_int(self.num_updates) or self.num_updates < 1:
             fail("num_updates", "must be an int >= 1")
-        if not _is_int(self.max_resample_rounds) or self.max_resample_rounds < 0:
+        if not is_int(self.max_resample_rounds) or self.max_resample_rounds < 0:
             fail("max_resample_rounds", "must be an int >= 0")
         for name in ("overlong_max_len", "overlong_cache_len"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value <= 0):
+            if value is not None and (not is_int(value) or value <= 0):
                 fail(name, "must be None or an int > 0")
         if self.overlong_penalty:
             if self.overlong_max_len is None or self.overlong_cache_len is None:

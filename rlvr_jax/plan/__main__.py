@@ -38,8 +38,8 @@ _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 512, "Prompt tokens (rounded up
 _REF_CALLS = flags.DEFINE_integer(
     "ref_micro_batches",
     None,
-    "Calls that score the reference log-probs (default rl.num_updates: train/loop.py scores each "
-    "update's mini-batch in one call).",
+    "Calls that score the reference log-probs (default rl.num_updates x train.ref_micro_batches, "
+    "as train/loop.py scores them).",
 )
 _MFU = flags.DEFINE_float("mfu", 0.4, "Fraction of peak FLOP/s reached by matmul phases.")
 _USABLE = flags.DEFINE_float("usable_frac", 0.9, "Fraction of HBM the run may use.")
@@ -110,7 +110,7 @@ def main(argv):
         micro_batches=c.train.micro_batches,
         num_updates=c.rl.num_updates,
         reference=c.rl.beta > 0,
-        ref_micro_batches=_REF_CALLS.value or c.rl.num_updates,
+        ref_micro_batches=_REF_CALLS.value or c.rl.num_updates * c.train.ref_micro_batches,
         mfu=_MFU.value,
         usable_frac=_USABLE.value,
     )

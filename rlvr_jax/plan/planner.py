@@ -236,8 +236,8 @@ def plan(
     `model_cfg` carries the dtypes and remat. The mesh is (data, fsdp, tensor) as in
     `mesh.make_mesh`: the batch splits over data x fsdp, parameters and optimizer state over
     fsdp x tensor (mesh.DEFAULT_RULES), and the reference params like the policy's.
-    `ref_micro_batches` is how many calls score the reference log-probs (train/loop.py makes
-    one per update).
+    `ref_micro_batches` is how many sequential micro-batches score the reference log-probs
+    (train/loop.py: rl.num_updates x train.ref_micro_batches).
     """
     chip = catalog.get_chip(chip) if isinstance(chip, str) else chip
     cfg, ms = model_cfg, tuple(mesh_shape)

@@ -139,7 +139,10 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         shardings=state_shd,
     )
     ref_logps_fn = step_lib.make_logps_fn(
-        model_cfg=model_cfg, temperature=temperature, param_shardings=param_shd
+        model_cfg=model_cfg,
+        temperature=temperature,
+        param_shardings=param_shd,
+        num_micro=c.train.ref_micro_batches,
     )
     evaluator = eval_lib.Evaluator(
         tok,
@@ -151,7 +154,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         mesh=sampler_mesh,
     )
     # Each process's rows of a mini-batch are padded to a multiple of this (empty rows).
-    rows_multiple = math.lcm(distributed.local_shards(mesh), c.train.micro_batches)
+    rows_multiple = math.lcm(
+        distributed.local_shards(mesh), c.train.micro_batches, c.train.ref_micro_batches
+    )
     eval_key = lambda step: distributed.replicated_key(sampler_mesh, c.seed, 1, step)
 
     with pool_lib.VerifierPool(

@@ -88,6 +88,11 @@ def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig, processes: in
             f"mini-batch of {B // rl.num_updates} rows is not divisible by "
             f"train.micro_batches={c.train.micro_batches}"
         )
+    if (B // rl.num_updates) % c.train.ref_micro_batches:
+        raise ConfigError(
+            f"mini-batch of {B // rl.num_updates} rows is not divisible by "
+            f"train.ref_micro_batches={c.train.ref_micro_batches}"
+        )
     if c.eval.k < 1 or c.eval.num_prompts < 1:
         raise ConfigError("eval.k and eval.num_prompts must be >= 1")
     if c.data.source not in ("synthetic", *FILE_FORMATS):

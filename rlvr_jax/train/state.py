@@ -43,6 +43,9 @@ class TrainBatch:
     old_logps_BxTc: jax.Array  # float32: the sampler's log-probs (behaviour policy)
     adv_BxTc: jax.Array  # float32
     ref_logps_BxTc: jax.Array | None = None  # float32, only when beta > 0
+    # DistIL: the feedback-conditioned teacher's top-k tokens and renormalised probabilities.
+    teacher_ids_BxTcxK: jax.Array | None = None  # int32
+    teacher_probs_BxTcxK: jax.Array | None = None  # float32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -19,16 +19,30 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import transformer
+from rlvr_jax.objectives import delta as delta_lib
+from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import policy_loss, rl_config
 from rlvr_jax.train import state as state_lib
 
 
-def completion_logps(
+@struct.dataclass
+class CompletionForward:
+    """What one forward pass over prompt + completion gives the losses, at the Tc positions that
+    predict completion tokens."""
+
+    logps_BxTc: jax.Array  # float32 log pi(y_t | s_t), tempered
+    entropy_BxTc: jax.Array  # float32
+    hidden_BxTcxD: jax.Array  # final-normed hidden states fed to the LM head (DelTA's h)
+    logits_BxTcxV: jax.Array  # float32, tempered (DistIL's student distribution)
+
+
+def completion_forward(
     params: params_lib.Params,
     prompt_BxTp: jax.Array,
     prompt_mask_BxTp: jax.Array,
@@ -37,12 +51,10 @@ def completion_logps(
     *,
     model_cfg: config_lib.ModelConfig,
     temperature: float = 1.0,
-) -> tuple[jax.Array, jax.Array]:
-    """Log-probs and entropies [B, Tc] of the completion tokens under the tempered policy.
-
-    One forward pass over prompt + completion; only the Tc positions that predict completion tokens
-    go through the LM head. Temperature matches the sampler's, so on-policy ratios are exactly 1.
-    """
+) -> CompletionForward:
+    """One forward pass over prompt + completion; only the Tc positions that predict completion
+    tokens go through the LM head. Temperature matches the sampler's, so on-policy ratios are
+    exactly 1."""
     chex.assert_equal_shape([prompt_BxTp, prompt_mask_BxTp])
     chex.assert_equal_shape([completion_BxTc, completion_mask_BxTc])
     Tp = prompt_BxTp.shape[1]
@@ -52,11 +64,53 @@ def completion_logps(
     hidden_BxTxD, _ = transformer.decode_hidden(
         params, tokens_BxT, positions_BxT, mask_BxT, model_cfg
     )
-    logits_BxTcxV = transformer.lm_logits(params, hidden_BxTxD[:, Tp - 1 : -1])
+    hidden_BxTcxD = hidden_BxTxD[:, Tp - 1 : -1]
+    logits_BxTcxV = transformer.lm_logits(params, hidden_BxTcxD)
     logits_BxTcxV = logits_BxTcxV / (temperature if temperature > 0 else 1.0)
-    logps_BxTc = policy_loss.token_logps(logits_BxTcxV, completion_BxTc)
-    entropy_BxTc = policy_loss.entropy(logits_BxTcxV)
-    return logps_BxTc, entropy_BxTc
+    return CompletionForward(
+        logps_BxTc=policy_loss.token_logps(logits_BxTcxV, completion_BxTc),
+        entropy_BxTc=policy_loss.entropy(logits_BxTcxV),
+        hidden_BxTcxD=hidden_BxTcxD,
+        logits_BxTcxV=logits_BxTcxV,
+    )
+
+
+def completion_logps(*args, **kwargs) -> tuple[jax.Array, jax.Array]:
+    """Log-probs and entropies [B, Tc] of the completion tokens (see `completion_forward`)."""
+    out = completion_forward(*args, **kwargs)
+    return out.logps_BxTc, out.entropy_BxTc
+
+
+def sequence_advantages(adv_BxTc: jax.Array, mask_BxTc: jax.Array) -> jax.Array:
+    """Per-row advantage [B] from its broadcast per-token form (0 for rows without tokens)."""
+    count_B = jnp.sum(mask_BxTc, axis=1, dtype=jnp.float32)
+    return jnp.sum(jnp.where(mask_BxTc, adv_BxTc, 0.0), axis=1) / jnp.maximum(count_B, 1.0)
+
+
+def delta_reweight(
+    fwd: CompletionForward, adv_BxTc: jax.Array, mask_BxTc: jax.Array, cfg: delta_lib.DeltaConfig
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """DelTA (RESEARCH.md 2): the advantage times per-token coefficients from this forward's
+    hidden states and probabilities (stop-gradient constants of the loss), and their stats."""
+    sg = jax.lax.stop_gradient
+    v_BxTcxD = delta_lib.token_grad_proxy(
+        jnp.exp(sg(fwd.logps_BxTc)), sg(fwd.hidden_BxTcxD).astype(jnp.float32)
+    )
+    return _delta_from_proxy(v_BxTcxD, adv_BxTc, mask_BxTc, cfg)
+
+
+def _delta_from_proxy(v_BxTcxD, adv_BxTc, mask_BxTc, cfg):
+    omega_BxTc, stats = delta_lib.coefficients(
+        v_BxTcxD,
+        sequence_advantages(adv_BxTc, mask_BxTc),
+        mask_BxTc,
+        lam_min=cfg.lam_min,
+        lam_max=cfg.lam_max,
+        iters=cfg.iters,
+        chunk=cfg.chunk,
+    )
+    stats.pop("omega_raw")
+    return adv_BxTc * omega_BxTc, stats
 
 
 def _agg_weight(mask_BxTc: jax.Array, total: jax.Array, rl: rl_config.RLConfig) -> jax.Array:
@@ -70,8 +124,10 @@ def _agg_weight(mask_BxTc: jax.Array, total: jax.Array, rl: rl_config.RLConfig) 
     return part / jnp.maximum(total, 1.0)
 
 
-def _loss_fn(params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature):
-    logps_BxTc, entropy_BxTc = completion_logps(
+def _loss_fn(
+    params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature, delta, distil, G
+):
+    fwd = completion_forward(
         params,
         mb.prompt_BxTp,
         mb.prompt_mask_BxTp,
@@ -80,15 +136,31 @@ def _loss_fn(params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperat
         model_cfg=model_cfg,
         temperature=temperature,
     )
+    adv_BxTc, extra = mb.adv_BxTc, {}
+    if delta is not None:  # one micro-batch: the coefficients come from this very forward pass
+        adv_BxTc, extra = delta_reweight(fwd, adv_BxTc, mb.completion_mask_BxTc, delta)
     loss, metrics = policy_loss.policy_loss(
-        logps_BxTc,
+        fwd.logps_BxTc,
         mb.old_logps_BxTc,
-        mb.adv_BxTc,
+        adv_BxTc,
         mb.completion_mask_BxTc,
         rl=rl,
         ref_logps_BxT=mb.ref_logps_BxTc,
-        entropy_BxT=entropy_BxTc,
+        entropy_BxT=fwd.entropy_BxTc,
     )
+    if distil is not None:  # forward CE to the feedback-conditioned teacher (RESEARCH.md 5)
+        d_loss, d_metrics = distil_lib.distil_loss(
+            fwd.logits_BxTcxV,
+            fwd.logps_BxTc,
+            mb.teacher_ids_BxTcxK,
+            mb.teacher_probs_BxTcxK,
+            mb.completion_mask_BxTc,
+            G=G,
+            sequence_term=distil.sequence_term,
+        )
+        loss = distil.grpo_coef * loss + distil.coef * d_loss
+        extra.update(d_metrics)
+    metrics = {**metrics, **extra}
     weight = _agg_weight(mb.completion_mask_BxTc, total, rl)
     # Means add up over micro-batches by their weights; maxima combine by max (see accumulate).
     metrics = {k: v if k.endswith("_max") else v * weight for k, v in metrics.items()}
@@ -104,11 +176,27 @@ def train_step(
     optimizer: optax.GradientTransformation,
     temperature: float,
     num_micro: int,
+    delta: delta_lib.DeltaConfig | None = None,
+    distil: distil_lib.DistilConfig | None = None,
 ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
-    """One optimizer update on `batch`, accumulated over `num_micro` micro-batches."""
+    """One optimizer update on `batch`, accumulated over `num_micro` micro-batches.
+
+    `delta` (DelTA) reweights the advantage per token; its centroids span the whole batch, so with
+    several micro-batches a no-grad pass collects the token-gradient proxies first (with one, they
+    come from the loss's own forward). `distil` adds DistIL's forward CE to the teacher top-k in
+    the batch, weighted against the policy loss by `distil.coef` / `distil.grpo_coef`.
+    """
     B = batch.completion_BxTc.shape[0]
     if B % num_micro:
         raise ValueError(f"batch of {B} rows does not split into {num_micro} micro-batches")
+    if distil is not None and distil.sequence_term and num_micro > 1:
+        raise ValueError("DistIL's sequence term needs whole groups: use one micro-batch")
+    delta_stats = {}
+    if delta is not None and num_micro > 1:
+        batch, delta_stats = _delta_prepass(
+            state.params, batch, num_micro, delta, model_cfg, temperature
+        )
+        delta = None
     mask = batch.completion_mask_BxTc
     if rl.loss_agg == "token_mean":
         total = jnp.sum(mask, dtype=jnp.float32)
@@ -122,8 +210,17 @@ def train_step(
     micro = jax.tree.map(
         lambda x: x.reshape(B // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1), batch
     )
+    G = rl.group_size
     grad_fn = jax.value_and_grad(
-        functools.partial(_loss_fn, model_cfg=model_cfg, rl=rl, temperature=temperature),
+        functools.partial(
+            _loss_fn,
+            model_cfg=model_cfg,
+            rl=rl,
+            temperature=temperature,
+            delta=delta,
+            distil=distil,
+            G=G,
+        ),
         has_aux=True,
     )
 
@@ -160,7 +257,7 @@ def train_step(
         params=jax.tree.map(keep, new_params, state.params),
         opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
     )
-    metrics = dict(metrics)
+    metrics = {**metrics, **delta_stats}
     metrics.update(
         {
             "train/loss": loss,
@@ -172,6 +269,28 @@ def train_step(
     return new_state, metrics
 
 
+def _delta_prepass(params, batch, num_micro, cfg, model_cfg, temperature):
+    """DelTA over several micro-batches: proxies from a no-grad pass per micro-batch, then the
+    coefficients over the whole batch, folded into its advantages."""
+    B = batch.completion_BxTc.shape[0]
+    rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
+    rows += (batch.completion_mask_BxTc,)
+    strided = [x.reshape(B // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1) for x in rows]
+
+    def proxy(mb):
+        fwd = completion_forward(params, *mb, model_cfg=model_cfg, temperature=temperature)
+        return delta_lib.token_grad_proxy(
+            jnp.exp(fwd.logps_BxTc), fwd.hidden_BxTcxD.astype(jnp.float32)
+        )
+
+    v_MxBmxTcxD = jax.lax.map(proxy, strided)
+    v_BxTcxD = v_MxBmxTcxD.swapaxes(0, 1).reshape(B, *v_MxBmxTcxD.shape[2:])
+    adv_BxTc, stats = _delta_from_proxy(
+        jax.lax.stop_gradient(v_BxTcxD), batch.adv_BxTc, batch.completion_mask_BxTc, cfg
+    )
+    return batch.replace(adv_BxTc=adv_BxTc), stats
+
+
 def make_train_step(
     *,
     model_cfg: config_lib.ModelConfig,
@@ -180,6 +299,8 @@ def make_train_step(
     temperature: float = 1.0,
     num_micro: int = 1,
     shardings: state_lib.TrainState | None = None,
+    delta: delta_lib.DeltaConfig | None = None,
+    distil: distil_lib.DistilConfig | None = None,
 ):
     """The jitted train step, state donated (the caller must not reuse the state it passes in).
 
@@ -193,6 +314,8 @@ def make_train_step(
         optimizer=optimizer,
         temperature=temperature,
         num_micro=num_micro,
+        delta=delta if delta is not None and delta.enabled else None,
+        distil=distil if distil is not None and distil.enabled else None,
     )
     return _jit(step, shardings)
 
@@ -215,11 +338,16 @@ def make_logps_fn(
     model_cfg: config_lib.ModelConfig,
     temperature: float = 1.0,
     param_shardings: params_lib.Params | None = None,
+    num_micro: int = 1,
 ):
     """Jitted completion log-probs (reference or old-policy scoring), no gradient; with
-    `param_shardings`, the rows are split over the mesh's data x fsdp axes."""
+    `param_shardings`, the rows are split over the mesh's data x fsdp axes.
 
-    def logps(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
+    `num_micro` > 1 scores the rows in that many sequential micro-batches (strided, as the train
+    step's), so the activations and logits of only one are alive at a time.
+    """
+
+    def one(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
         out, _ = completion_logps(
             params,
             prompt_BxTp,
@@ -230,6 +358,16 @@ def make_logps_fn(
             temperature=temperature,
         )
         return out
+
+    def logps(params, *rows):
+        B = rows[0].shape[0]
+        if num_micro == 1:
+            return one(params, *rows)
+        if B % num_micro:
+            raise ValueError(f"{B} rows do not split into {num_micro} reference micro-batches")
+        micro = [x.reshape(B // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1) for x in rows]
+        out_MxBmxTc = jax.lax.map(lambda mb: one(params, *mb), micro)
+        return out_MxBmxTc.swapaxes(0, 1).reshape(B, -1)
 
     if param_shardings is None:
         return jax.jit(logps)

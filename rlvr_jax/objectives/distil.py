@@ -1,0 +1,193 @@
+"""DistIL: forward cross-entropy to a feedback-conditioned, stop-gradient teacher over on-policy
+prefixes, with an optional REINFORCE term on the cross-entropy return-to-go (RESEARCH.md 5).
+
+Agrawal, Fein-Ashley, Rashidinejad, "Reinforcement Learning from Rich Feedback with Distributional
+DAgger" (arXiv 2606.05152). No official code exists: the top-k teacher, the group-mean baseline and
+the token-mean normalisation are RESEARCH.md's [formalization], with their knobs in DistilConfig.
+"""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from rlvr_jax.objectives.rl_config import is_num
+
+FEEDBACKS = ("verifier", "sibling", "reference")  # data/feedback.py FEEDBACKS, kept equal by a test
+TEACHERS = ("self", "model")
+
+
+def topk_teacher(teacher_logits_BxTxV: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """The teacher's k most likely tokens (int32) and their probabilities renormalised to sum to 1.
+
+    softmax over the k top logits equals p_E(a) / sum_topk p_E, and never underflows to 0 / 0.
+    Both outputs are stop-gradient: the teacher is a fixed target.
+    """
+    chex.assert_rank(teacher_logits_BxTxV, 3)
+    V = teacher_logits_BxTxV.shape[-1]
+    if not 1 <= k <= V:
+        raise ValueError(f"top-k needs 1 <= k <= V={V}, got k={k}")
+    logits_BxTxV = jax.lax.stop_gradient(teacher_logits_BxTxV).astype(jnp.float32)
+    top_BxTxK, ids_BxTxK = jax.lax.top_k(logits_BxTxV, k)
+    return ids_BxTxK.astype(jnp.int32), jax.nn.softmax(top_BxTxK, axis=-1)
+
+
+def _topk_logps(student_logits_BxTxV: jax.Array, ids_BxTxK: jax.Array) -> jax.Array:
+    """log pi_theta(a|s_t) at the teacher's top-k ids, float32 (fp32 log_softmax under bf16)."""
+    logp_BxTxV = jax.nn.log_softmax(student_logits_BxTxV.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp_BxTxV, ids_BxTxK, axis=-1)
+
+
+def _ce(logp_BxTxK: jax.Array, probs_BxTxK: jax.Array, mask_BxTc: jax.Array) -> jax.Array:
+    # Zero teacher probs on padding before the product: a nan there would give 0 * nan = nan
+    # gradients even though the forward where drops it. p = 0 terms are 0 even at log pi = -inf.
+    p_BxTxK = jnp.where(mask_BxTc[..., None], jax.lax.stop_gradient(probs_BxTxK), 0.0)
+    p_BxTxK = p_BxTxK.astype(jnp.float32)
+    ce_BxTc = -jnp.sum(jnp.where(p_BxTxK > 0, p_BxTxK * logp_BxTxK, 0.0), axis=-1)
+    return jnp.where(mask_BxTc, ce_BxTc, 0.0)
+
+
+def _check_topk(student_logits_BxTxV, ids_BxTxK, probs_BxTxK, mask_BxTc) -> None:
+    chex.assert_rank([student_logits_BxTxV, ids_BxTxK, probs_BxTxK, mask_BxTc], [3, 3, 3, 2])
+    chex.assert_equal_shape([ids_BxTxK, probs_BxTxK])
+    chex.assert_equal_shape_prefix([student_logits_BxTxV, ids_BxTxK], 2)
+    chex.assert_equal_shape_prefix([student_logits_BxTxV, mask_BxTc], 2)
+
+
+def forward_ce(
+    student_logits_BxTxV: jax.Array,
+    ids_BxTxK: jax.Array,
+    probs_BxTxK: jax.Array,
+    mask_BxTc: jax.Array,
+) -> jax.Array:
+    """H_t = -sum_{a in topk} p_E(a) log pi_theta(a|s_t), float32, 0 on padding.
+
+    The forward (mass-covering) cross-entropy H^x(sg[pi_E], pi_theta) restricted to the teacher's
+    renormalised top-k; its gradient wrt the student logits is softmax(student) - p_E (scattered).
+    """
+    _check_topk(student_logits_BxTxV, ids_BxTxK, probs_BxTxK, mask_BxTc)
+    logp_BxTxK = _topk_logps(student_logits_BxTxV, ids_BxTxK)
+    return _ce(logp_BxTxK, probs_BxTxK, mask_BxTc.astype(bool))
+
+
+def return_to_go(ce_BxTc: jax.Array, mask_BxTc: jax.Array) -> jax.Array:
+    """rtg_t = sum_{t' > t} H_t' over valid positions (strictly future), float32, 0 on padding."""
+    chex.assert_rank(ce_BxTc, 2)
+    chex.assert_equal_shape([ce_BxTc, mask_BxTc])
+    mask_BxTc = mask_BxTc.astype(bool)
+    x_BxTc = jnp.where(mask_BxTc, ce_BxTc.astype(jnp.float32), 0.0)
+    suffix_BxTc = jnp.flip(jnp.cumsum(jnp.flip(x_BxTc, axis=1), axis=1), axis=1)  # sum_{t' >= t}
+    # Shift by one instead of subtracting x_t: exactly 0 at the last token, no cancellation.
+    future_BxTc = jnp.concatenate([suffix_BxTc[:, 1:], jnp.zeros_like(suffix_BxTc[:, :1])], axis=1)
+    return jnp.where(mask_BxTc, future_BxTc, 0.0)
+
+
+def group_baseline(rtg_BxTc: jax.Array, mask_BxTc: jax.Array, G: int) -> jax.Array:
+    """b_t: per-position mean of rtg over the G rollouts of a prompt that are valid at t.
+
+    Rows p*G .. p*G+G-1 are prompt p's group. The mean includes the rollout itself (as GRPO's
+    does), so G = 1 gives b = rtg and no sequence-term signal. float32, 0 on padding.
+    """
+    chex.assert_rank(rtg_BxTc, 2)
+    chex.assert_equal_shape([rtg_BxTc, mask_BxTc])
+    B, Tc = rtg_BxTc.shape
+    if G < 1 or B % G:
+        raise ValueError(f"batch of {B} rollouts is not a multiple of G={G}")
+    mask_PxGxTc = mask_BxTc.astype(bool).reshape(-1, G, Tc)
+    x_PxGxTc = jnp.where(mask_PxGxTc, rtg_BxTc.astype(jnp.float32).reshape(-1, G, Tc), 0.0)
+    n_Px1xTc = jnp.sum(mask_PxGxTc, axis=1, keepdims=True)
+    mean_Px1xTc = jnp.sum(x_PxGxTc, axis=1, keepdims=True) / jnp.maximum(n_Px1xTc, 1)
+    b_PxGxTc = jnp.broadcast_to(mean_Px1xTc, mask_PxGxTc.shape)
+    return jnp.where(mask_PxGxTc, b_PxGxTc, 0.0).reshape(B, Tc)
+
+
+def _token_mean(x_BxTc: jax.Array, mask_BxTc: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.where(mask_BxTc, x_BxTc, 0.0)) / jnp.maximum(jnp.sum(mask_BxTc), 1)
+
+
+def distil_loss(
+    student_logits_BxTxV: jax.Array,
+    student_logps_BxTc: jax.Array,
+    ids_BxTxK: jax.Array,
+    probs_BxTxK: jax.Array,
+    mask_BxTc: jax.Array,
+    *,
+    G: int,
+    sequence_term: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The DistIL loss to minimise, and float32 metrics (masked token means).
+
+    loss = mean_t H_t                                          (token-local forward CE)
+         + mean_t sg[rtg_t - b_t] * log pi_theta(y_t|s_t)      (if sequence_term)
+    with rtg_t = sum_{t'>t} H_t' and b_t the group baseline, so the gradient is RESEARCH.md 5's
+    sum_t grad H_t + sum_t grad log pi(y_t) (sum_{t'>t} H_t' - b_t), over the valid-token count.
+    `student_logps_BxTc` are log pi_theta of the sampled tokens y_t, from the same forward pass as
+    the logits (differentiable). Metrics: distil/ce, distil/rtg, distil/baseline,
+    distil/seq_adv_abs, distil/seq_loss, distil/student_topk_mass.
+    """
+    chex.assert_rank(student_logps_BxTc, 2)
+    chex.assert_equal_shape([student_logps_BxTc, mask_BxTc])
+    mask_BxTc = mask_BxTc.astype(bool)
+    sg = jax.lax.stop_gradient
+    _check_topk(student_logits_BxTxV, ids_BxTxK, probs_BxTxK, mask_BxTc)
+    # One [B, T, V] log_softmax serves the loss and the top-k mass metric.
+    logp_BxTxK = _topk_logps(student_logits_BxTxV, ids_BxTxK)
+    ce_BxTc = _ce(logp_BxTxK, probs_BxTxK, mask_BxTc)
+    loss = _token_mean(ce_BxTc, mask_BxTc)
+
+    mass_BxTc = jnp.sum(jnp.exp(sg(logp_BxTxK)), axis=-1)  # student mass on the teacher's top-k
+    rtg_BxTc = return_to_go(sg(ce_BxTc), mask_BxTc)
+    b_BxTc = group_baseline(rtg_BxTc, mask_BxTc, G)
+    adv_BxTc = sg(rtg_BxTc - b_BxTc)  # REINFORCE coefficient: a constant
+    metrics = {
+        "distil/ce": _token_mean(ce_BxTc, mask_BxTc),
+        "distil/rtg": _token_mean(rtg_BxTc, mask_BxTc),
+        "distil/baseline": _token_mean(b_BxTc, mask_BxTc),
+        "distil/seq_adv_abs": _token_mean(jnp.abs(adv_BxTc), mask_BxTc),
+        "distil/student_topk_mass": _token_mean(mass_BxTc, mask_BxTc),
+    }
+    if sequence_term:
+        logps_BxTc = jnp.where(mask_BxTc, student_logps_BxTc.astype(jnp.float32), 0.0)
+        seq_loss = _token_mean(adv_BxTc * logps_BxTc, mask_BxTc)
+        metrics["distil/seq_loss"] = seq_loss
+        loss = loss + seq_loss
+    return loss, jax.tree.map(lambda m: sg(m).astype(jnp.float32), metrics)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DistilConfig:
+    """DistIL knobs. Frozen and hashable: a static jit argument.
+
+    The teacher is pi_E(. | x, f, y_<t): the student itself with the feedback f in its prompt
+    ("self", one extra forward pass, no gradient) or a separate frozen model ("model") sharing
+    the tokenizer. The train loss is coef * distil_loss + grpo_coef * (GRPO policy loss).
+    """
+
+    enabled: bool = False
+    top_k: int = 20  # teacher tokens kept per position, renormalised (RESEARCH.md: 20-100)
+    sequence_term: bool = False  # add the REINFORCE term on the CE return-to-go
+    coef: float = 1.0  # weight of the DistIL loss
+    feedback: str = "verifier"  # one of FEEDBACKS: verifier hint, correct sibling, reference
+    teacher: str = "self"  # one of TEACHERS
+    grpo_coef: float = 0.0  # weight of the GRPO policy loss mixed in; 0 = pure DistIL
+
+    def __post_init__(self):
+        def fail(name: str, why: str):
+            raise ValueError(f"DistilConfig.{name}={getattr(self, name)!r} {why}")
+
+        for name in ("enabled", "sequence_term"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "must be a bool")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+            fail("top_k", "must be an int >= 1")
+        for name in ("coef", "grpo_coef"):
+            if not is_num(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "must be a finite number >= 0")
+        if self.feedback not in FEEDBACKS:
+            fail("feedback", f"is not one of {FEEDBACKS}")
+        if self.teacher not in TEACHERS:
+            fail("teacher", f"is not one of {TEACHERS}")
