@@ -17,15 +17,20 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from absl import app, flags, logging  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "grpo_math.py"),
-    "Experiment config file (path[:preset]).",
-    lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string(
-    "workdir", None, "Run directory (checkpoints, metrics).", required=True
-)
+_FLAGS = {}
+
+
+def define_flags(config_file: str) -> None:
+    """--config (default experiments/configs/`config_file`, locked) and --workdir."""
+    _FLAGS["config"] = config_flags.DEFINE_config_file(
+        "config",
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", config_file),
+        "Experiment config file (path[:preset]).",
+        lock_config=True,
+    )
+    _FLAGS["workdir"] = flags.DEFINE_string(
+        "workdir", None, "Run directory (checkpoints, metrics).", required=True
+    )
 
 
 def main(argv):
@@ -39,8 +44,9 @@ def main(argv):
 
     distributed.initialize_from_env(os.environ)
 
-    loop.run(_CONFIG.value, _WORKDIR.value)
+    loop.run(_FLAGS["config"].value, _FLAGS["workdir"].value)
 
 
 if __name__ == "__main__":
+    define_flags("grpo_math.py")
     app.run(main)

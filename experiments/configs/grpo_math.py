@@ -95,6 +95,34 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # sampler: () samples on the training mesh; a (data, fsdp, tensor) shape samples on a sub-mesh
     # (or another layout) of the same devices, weights resharded once per rollout.
     c.mesh = dict(shape=(-1, 1, 1), sampler=())
+    # Research objectives (RESEARCH.md 2, 4, 5), all off here; experiments/configs/opd_math.py and
+    # distil_math.py switch them on. DelTA: per-token advantage coefficients (token_mean only).
+    c.delta = dict(enabled=False, lam_min=0.8, lam_max=1.2, iters=1, chunk=0)
+    # OPD: teacher = HF folder sharing the tokenizer; horizon full | truncated (TOPD, rho) |
+    # linear (POPD: h0_frac -> 1 over ramp_steps) | staged (POPD: (start_step, fraction) pairs).
+    c.opd = dict(
+        enabled=False,
+        teacher="",
+        lambda_opd=1.0,
+        mix_grpo=False,
+        horizon="full",
+        rho=0.1,
+        h0_frac=0.1,
+        ramp_steps=100,
+        stages=((0, 0.1), (25, 0.25), (50, 0.5), (75, 1.0)),
+    )
+    # DistIL: feedback verifier | sibling | reference; teacher self (the policy reading the
+    # feedback) | model (teacher_path, same tokenizer); grpo_coef mixes the GRPO loss back in.
+    c.distil = dict(
+        enabled=False,
+        top_k=20,
+        sequence_term=False,
+        coef=1.0,
+        feedback="verifier",
+        teacher="self",
+        teacher_path="",
+        grpo_coef=0.0,
+    )
 
     if arg["preset"] == "qwen2p5_math_1p5b":
         c.model.preset = ""

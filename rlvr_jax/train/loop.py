@@ -45,6 +45,7 @@ from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import distributed
 from rlvr_jax.train import evaluate as eval_lib
 from rlvr_jax.train import metrics as metrics_lib
+from rlvr_jax.train import research as research_lib
 from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import setup as setup_lib
 from rlvr_jax.train import state as state_lib
@@ -62,6 +63,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mesh = setup_lib.make_mesh(c)
     sampler_mesh = setup_lib.make_sampler_mesh(c, mesh)
     setup_lib.validate(c, rl, jax.process_count())
+    research = research_lib.configs(
+        c, loss_agg=rl.loss_agg, num_updates=rl.num_updates, micro=c.train.micro_batches
+    )
     model_cfg, tok = setup_lib.load_model(c)
     train_examples, eval_examples = setup_lib.load_data(c)
     sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
@@ -137,6 +141,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         temperature=temperature,
         num_micro=c.train.micro_batches,
         shardings=state_shd,
+        delta=research.delta,
+        distil=research.distil,
     )
     ref_logps_fn = step_lib.make_logps_fn(
         model_cfg=model_cfg,
@@ -144,6 +150,25 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         param_shardings=param_shd,
         num_micro=c.train.ref_micro_batches,
     )
+    teacher = teacher_logps_fn = topk_fn = None
+    if research.opd.enabled:  # a frozen teacher scores the student's own samples
+        teacher = research_lib.load_teacher(research.opd_teacher, model_cfg, tok, mesh)
+        teacher_logps_fn = step_lib.make_logps_fn(
+            model_cfg=teacher.model_cfg,
+            temperature=temperature,
+            param_shardings=jax.tree.map(lambda x: x.sharding, teacher.params),
+            num_micro=c.train.ref_micro_batches,
+        )
+    if research.distil.enabled:  # the policy itself (or a model) reads the feedback
+        if research.distil.teacher == "model":
+            teacher = research_lib.load_teacher(research.distil_teacher, model_cfg, tok, mesh)
+        topk_cfg = teacher.model_cfg if teacher is not None else model_cfg
+        topk_fn = research_lib.make_topk_fn(
+            topk_cfg,
+            temperature,
+            research.distil.top_k,
+            param_shd if teacher is None else jax.tree.map(lambda x: x.sharding, teacher.params),
+        )
     evaluator = eval_lib.Evaluator(
         tok,
         eval_examples[: c.eval.num_prompts],
@@ -178,6 +203,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         )
         for step in bar:
             t0 = time.perf_counter()
+            step_sampling = research_lib.rollout_sampling(sampling_cfg, research.opd, step)
             sampler_params = jax.block_until_ready(to_sampler(state.params))
             t_reshard = time.perf_counter() - t0
             # --- Rollout (with DAPO dynamic sampling: refill dropped groups from more prompts) ---
@@ -191,7 +217,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                     G=G,
                     system=system,
                     model_cfg=model_cfg,
-                    sampling_cfg=sampling_cfg,
+                    sampling_cfg=step_sampling,
                     score_fn=score_fn,
                     mesh=sampler_mesh,
                 )
@@ -227,6 +253,21 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             if rl.overlong_filter:
                 adv_B = adv_B * dapo.overlong_mask(~np.asarray(r.sample.stopped_B))
             batch = rollout_lib.to_batch(r, adv_B)
+            if research.distil.enabled:
+                batch, _ = research_lib.distil_targets(
+                    r,
+                    batch,
+                    tok=tok,
+                    system=system,
+                    G=G,
+                    cfg=research.distil,
+                    topk_fn=topk_fn,
+                    teacher_params=state.params if teacher is None else teacher.params,
+                    sampling_cfg=sampling_cfg,
+                    mesh=mesh,
+                )
+            if research.opd.enabled:
+                m["opd/horizon"] = step_sampling.max_new_tokens
 
             # --- Updates: num_updates mini-batches, each one optimizer step ---
             # Every process pads its rows of a mini-batch to the same count (DAPO may keep more
@@ -246,7 +287,15 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                             part.completion_mask_BxTc,
                         )
                     )
+                if research.opd.enabled:
+                    part, opd_m = research_lib.opd_advantages(
+                        part, teacher, teacher_logps_fn, research.opd
+                    )
+                    sm_extra = opd_m
+                else:
+                    sm_extra = {}
                 state, sm = train_step(state, part)
+                sm = {**sm, **sm_extra}
                 step_metrics.append(sm)
             step_metrics = jax.device_get(step_metrics)  # replicated: every process has them
             for k in step_metrics[0]:

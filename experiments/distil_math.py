@@ -1,0 +1,22 @@
+"""DistIL on math: `python experiments/distil_math.py --workdir=DIR
+[--config=experiments/configs/distil_math.py:feedback=sibling]`.
+
+Forward cross-entropy from a stop-gradient teacher that reads the verifier's feedback (or a correct
+sibling, or the reference solution) to the student, over the student's own rollout (RESEARCH.md 5).
+The teacher is the policy itself by default. Same loop, flags and resume behaviour as grpo_math.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+
+from experiments import grpo_math  # noqa: E402
+
+if __name__ == "__main__":
+    grpo_math.define_flags("distil_math.py")
+    app.run(grpo_math.main)

@@ -1,0 +1,83 @@
+"""DelTA, OPD (TOPD horizon) and DistIL switched on in the RL loop, end to end on a tiny config."""
+
+import json
+import math
+import shutil
+
+import jax
+import pytest
+
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import hf
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.train import loop
+from rlvr_jax.train import metrics as metrics_lib
+from rlvr_jax.train import research as research_lib
+from tests.loop_test import small_config
+
+STEPS = {"train.steps": 2, "eval.every": 0}
+
+
+def _rows(workdir):
+    return [r for r in metrics_lib.read_metrics(workdir) if "rollout/reward_mean" in r]
+
+
+def _teacher(folder, preset="tiny", seed=1):
+    cfg = config_lib.get_preset(preset)
+    hf.save_checkpoint(str(folder), cfg, params_lib.init_params(cfg, jax.random.key(seed)))
+    shutil.copytree(tokenizer_lib.TINY_TOKENIZER_DIR, folder, dirs_exist_ok=True)
+    return str(folder)
+
+
+def test_delta_in_the_loop_logs_its_coefficients(tmp_path):
+    loop.run(small_config(**STEPS, **{"delta.enabled": True}), str(tmp_path))
+    rows = _rows(tmp_path)
+    assert len(rows) == 2
+    for r in rows:
+        if r["rollout/prompts"] > 0 and "delta/omega_mean" in r:
+            assert r["delta/omega_mean"] == pytest.approx(1.0, abs=1e-5)
+            assert 0 < r["delta/omega_min"] <= 1.0 + 1e-5
+            assert r["delta/omega_max"] >= 1.0 - 1e-5
+
+
+def test_topd_samples_only_its_horizon_and_distills(tmp_path):
+    teacher = _teacher(tmp_path / "teacher")
+    c = small_config(**STEPS, **{"opd.enabled": True, "opd.teacher": teacher})
+    c.opd.horizon = "truncated"
+    loop.run(c, str(tmp_path / "run"))
+    L = c.sampling.max_new_tokens
+    for r in _rows(tmp_path / "run"):
+        assert r["opd/horizon"] == math.ceil(0.1 * L)
+        assert r["rollout/len_mean"] <= math.ceil(0.1 * L)
+        assert "opd/reverse_kl" in r and math.isfinite(r["opd/reverse_kl"])
+
+
+def test_opd_teacher_with_another_tokenizer_is_refused(tmp_path):
+    teacher = _teacher(tmp_path / "teacher")
+    with open(f"{teacher}/tokenizer.json") as f:
+        tokenizer = json.load(f)
+    vocab = tokenizer["model"]["vocab"]
+    vocab["+"], vocab["="] = vocab["="], vocab["+"]  # same strings, other ids
+    with open(f"{teacher}/tokenizer.json", "w") as f:
+        json.dump(tokenizer, f)
+    c = small_config(**STEPS, **{"opd.enabled": True, "opd.teacher": teacher})
+    with pytest.raises(research_lib.ResearchConfigError, match="tokenizer differs"):
+        loop.run(c, str(tmp_path / "run"))
+
+
+def test_distil_self_teacher_with_verifier_feedback(tmp_path):
+    loop.run(small_config(**STEPS, **{"distil.enabled": True, "distil.top_k": 4}), str(tmp_path))
+    rows = _rows(tmp_path)
+    assert len(rows) == 2
+    assert all(math.isfinite(r["distil/ce"]) and r["distil/ce"] > 0 for r in rows)
+
+
+def test_research_configs_fail_with_the_key_named(tmp_path):
+    with pytest.raises(research_lib.ResearchConfigError, match="opd.enabled needs opd.teacher"):
+        loop.run(small_config(**{"opd.enabled": True}), str(tmp_path / "a"))
+    with pytest.raises(research_lib.ResearchConfigError, match="delta.enabled needs rl.loss_agg"):
+        loop.run(
+            small_config(**{"delta.enabled": True, "rl.loss_agg": "seq_mean_token_mean"}),
+            str(tmp_path / "b"),
+        )
