@@ -36,9 +36,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 if "--single_device" not in sys.argv:  # one CPU device per core, set before jax starts a backend
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={os.cpu_count()}"
-    ).strip()
+    _COUNT = f"--xla_force_host_platform_device_count={os.cpu_count()}"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _COUNT).strip()
 
 import datasets  # noqa: E402
 import jax  # noqa: E402

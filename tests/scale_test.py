@@ -147,7 +147,7 @@ def test_step_and_sampler_on_mesh_match_one_device(one_device, shape):
 
 @pytest.mark.parametrize("sampler_shape", [(4, 1, 1), (1, 1, 2), (4, 1, 2)])
 def test_sampler_on_a_sub_mesh_matches_one_device(one_device, sampler_shape):
-    """Train on FSDP (2, 4, 1); sample on a sub-mesh or another layout after one explicit reshard."""
+    """Train on FSDP (2, 4, 1); sample on a sub-mesh or another layout after one reshard."""
     _, batches, (want_state, _), want_out = one_device
     trainer = Trainer(_mesh((2, 4, 1)))
     state, _ = trainer.train(trainer.init(), batches[0])
