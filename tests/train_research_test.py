@@ -40,7 +40,8 @@ def test_delta_is_the_same_from_the_loss_forward_and_from_the_prepass(params):  
     base = _run(params, batch)[1]
     assert abs(float(m1["train/loss"]) - float(base["train/loss"])) > 1e-6  # DelTA changed it
     np.testing.assert_allclose(m2["train/loss"], m1["train/loss"], rtol=1e-5, atol=1e-7)
-    for k in ("delta/omega_std", "delta/omega_min", "delta/omega_max"):
+    assert 0.0 <= float(m1["delta/shared_weight_share"]) <= 1.0
+    for k in ("delta/omega_std", "delta/omega_min", "delta/omega_max", "delta/shared_weight_share"):
         np.testing.assert_allclose(m2[k], m1[k], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(s2.params), jax.tree.leaves(s1.params), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)

@@ -88,7 +88,11 @@ def sequence_advantages(adv_BxTc: jax.Array, mask_BxTc: jax.Array) -> jax.Array:
 
 
 def delta_reweight(
-    fwd: CompletionForward, adv_BxTc: jax.Array, mask_BxTc: jax.Array, cfg: delta_lib.DeltaConfig
+    fwd: CompletionForward,
+    tokens_BxTc: jax.Array,
+    adv_BxTc: jax.Array,
+    mask_BxTc: jax.Array,
+    cfg: delta_lib.DeltaConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """DelTA (RESEARCH.md 2): the advantage times per-token coefficients from this forward's
     hidden states and probabilities (stop-gradient constants of the loss), and their stats."""
@@ -96,13 +100,14 @@ def delta_reweight(
     v_BxTcxD = delta_lib.token_grad_proxy(
         jnp.exp(sg(fwd.logps_BxTc)), sg(fwd.hidden_BxTcxD).astype(jnp.float32)
     )
-    return _delta_from_proxy(v_BxTcxD, adv_BxTc, mask_BxTc, cfg)
+    return _delta_from_proxy(v_BxTcxD, tokens_BxTc, adv_BxTc, mask_BxTc, cfg)
 
 
-def _delta_from_proxy(v_BxTcxD, adv_BxTc, mask_BxTc, cfg):
+def _delta_from_proxy(v_BxTcxD, tokens_BxTc, adv_BxTc, mask_BxTc, cfg):
+    adv_B = sequence_advantages(adv_BxTc, mask_BxTc)
     omega_BxTc, stats = delta_lib.coefficients(
         v_BxTcxD,
-        sequence_advantages(adv_BxTc, mask_BxTc),
+        adv_B,
         mask_BxTc,
         lam_min=cfg.lam_min,
         lam_max=cfg.lam_max,
@@ -110,6 +115,10 @@ def _delta_from_proxy(v_BxTcxD, adv_BxTc, mask_BxTc, cfg):
         chunk=cfg.chunk,
     )
     stats.pop("omega_raw")
+    # The weight DelTA leaves on token ids that occur in both correct and incorrect completions.
+    stats["delta/shared_weight_share"] = delta_lib.shared_token_weight_share(
+        omega_BxTc, tokens_BxTc, adv_B, mask_BxTc
+    )
     return adv_BxTc * omega_BxTc, stats
 
 
@@ -138,7 +147,9 @@ def _loss_fn(
     )
     adv_BxTc, extra = mb.adv_BxTc, {}
     if delta is not None:  # one micro-batch: the coefficients come from this very forward pass
-        adv_BxTc, extra = delta_reweight(fwd, adv_BxTc, mb.completion_mask_BxTc, delta)
+        adv_BxTc, extra = delta_reweight(
+            fwd, mb.completion_BxTc, adv_BxTc, mb.completion_mask_BxTc, delta
+        )
     loss, metrics = policy_loss.policy_loss(
         fwd.logps_BxTc,
         mb.old_logps_BxTc,
@@ -286,7 +297,11 @@ def _delta_prepass(params, batch, num_micro, cfg, model_cfg, temperature):
     v_MxBmxTcxD = jax.lax.map(proxy, strided)
     v_BxTcxD = v_MxBmxTcxD.swapaxes(0, 1).reshape(B, *v_MxBmxTcxD.shape[2:])
     adv_BxTc, stats = _delta_from_proxy(
-        jax.lax.stop_gradient(v_BxTcxD), batch.adv_BxTc, batch.completion_mask_BxTc, cfg
+        jax.lax.stop_gradient(v_BxTcxD),
+        batch.completion_BxTc,
+        batch.adv_BxTc,
+        batch.completion_mask_BxTc,
+        cfg,
     )
     return batch.replace(adv_BxTc=adv_BxTc), stats
 
