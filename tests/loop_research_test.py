@@ -81,3 +81,24 @@ def test_research_configs_fail_with_the_key_named(tmp_path):
             small_config(**{"delta.enabled": True, "rl.loss_agg": "seq_mean_token_mean"}),
             str(tmp_path / "b"),
         )
+
+
+def test_topd_sampler_generates_ceil_rho_l_tokens():
+    """The rollout config of every TOPD step asks for ceil(rho * L) tokens; the sampler's output
+    is that horizon's bucket wide and no row is longer."""
+    from rlvr_jax import sampling
+    from rlvr_jax.objectives import opd as opd_lib
+
+    L = 64
+    full = sampling.SamplingConfig(max_new_tokens=L, eos_ids=())
+    topd = opd_lib.OPDConfig(enabled=True, horizon="truncated", rho=0.1)
+    cfg = research_lib.rollout_sampling(full, topd, step=7)
+    assert cfg.max_new_tokens == math.ceil(0.1 * L) == 7
+    model_cfg = config_lib.get_preset("tiny")
+    params = params_lib.init_params(model_cfg, jax.random.key(0))
+    out = sampling.generate(
+        params, [[1, 2, 3], [4, 5]], jax.random.key(1), model_cfg=model_cfg, cfg=cfg
+    )
+    Tc = sampling.bucket(7, cfg.completion_buckets, "max_new_tokens")
+    assert out.tokens_BxTc.shape == (2, Tc) and Tc < L
+    assert int(out.lengths_B.max()) == 7  # no stop token: exactly the horizon
