@@ -87,6 +87,9 @@ class SampleOutput:
     tokens_BxTc: jax.Array  # int32, the sampled completion (stop token included)
     mask_BxTc: jax.Array  # bool, True on generated tokens up to and including the stop token
     logps_BxTc: jax.Array  # float32, log-prob of each sampled token under the tempered policy
+    # float32, self-certainty of each step's distribution, KL(U || pi) = -mean_v log pi_v - log V
+    # (RESEARCH.md 7), from the same logits as logps; 0 after a row stops.
+    certainty_BxTc: jax.Array
     lengths_B: jax.Array  # int32, number of completion tokens
     stopped_B: jax.Array  # bool, ended on a stop token (False: ran out of max_new_tokens)
 
@@ -99,6 +102,7 @@ class _LoopState:
     done_B: jax.Array
     tokens_BxTc: jax.Array
     logps_BxTc: jax.Array
+    certainty_BxTc: jax.Array
 
 
 def bucket(n: int, buckets: Sequence[int], what: str) -> int:
@@ -128,7 +132,8 @@ def _filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
 
 
 def _sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
-    """Samples one token per row; returns (tokens_B, logps_B) with logps under the tempered policy.
+    """Samples one token per row; returns (tokens_B, logps_B, certainty_B): logps under the
+    tempered policy, certainty its KL from uniform (self-certainty).
 
     Sampling is by inverse CDF with one uniform `u_B` per row: exact for the categorical
     distribution and much cheaper on CPU than Gumbel-max, which draws a random number per vocabulary
@@ -148,7 +153,8 @@ def _sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
         # The first index whose cdf exceeds u; zero-probability entries never qualify.
         tokens_B = jnp.sum(cdf_BxV <= u_B[:, None], axis=-1, dtype=jnp.int32)
         tokens_B = jnp.minimum(tokens_B, logits_BxV.shape[-1] - 1)
-    return tokens_B, jnp.take_along_axis(logps_BxV, tokens_B[:, None], axis=-1)[:, 0]
+    certainty_B = -jnp.mean(logps_BxV, axis=-1) - jnp.log(jnp.float32(logits_BxV.shape[-1]))
+    return tokens_B, jnp.take_along_axis(logps_BxV, tokens_B[:, None], axis=-1)[:, 0], certainty_B
 
 
 def _prefill(params, prompt_BxTp, prompt_mask_BxTp, *, model_cfg, Tc):
@@ -187,12 +193,15 @@ def _decode(
 
     def body(s: _LoopState) -> _LoopState:
         u_B = jax.lax.dynamic_index_in_dim(u_BxTc, s.step, axis=1, keepdims=False)
-        tok_B, logp_B = _sample_token(s.logits_BxV, u_B, cfg)
+        tok_B, logp_B, cert_B = _sample_token(s.logits_BxV, u_B, cfg)
         live_B = ~s.done_B
         tok_B = jnp.where(live_B, tok_B, cfg.pad_id)
         tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens_BxTc, tok_B[:, None], s.step, 1)
         logps = jax.lax.dynamic_update_slice_in_dim(
             s.logps_BxTc, jnp.where(live_B, logp_B, 0.0)[:, None], s.step, 1
+        )
+        certainty = jax.lax.dynamic_update_slice_in_dim(
+            s.certainty_BxTc, jnp.where(live_B, cert_B, 0.0)[:, None], s.step, 1
         )
         done_B = s.done_B | jnp.any(tok_B[:, None] == stop_BxX, axis=1)
         hidden_Bx1xD, new_cache = transformer.decode_hidden(
@@ -205,7 +214,7 @@ def _decode(
             Tp + s.step,
         )
         logits = transformer.lm_logits(params, hidden_Bx1xD)[:, 0]
-        return _LoopState(s.step + 1, new_cache, logits, done_B, tokens, logps)
+        return _LoopState(s.step + 1, new_cache, logits, done_B, tokens, logps, certainty)
 
     init = _LoopState(
         step=jnp.zeros((), jnp.int32),
@@ -214,6 +223,7 @@ def _decode(
         done_B=jnp.zeros((B,), bool),
         tokens_BxTc=jnp.full((B, Tc), cfg.pad_id, jnp.int32),
         logps_BxTc=jnp.zeros((B, Tc), jnp.float32),
+        certainty_BxTc=jnp.zeros((B, Tc), jnp.float32),
     )
     s = init
     for end in segment_ends(Tc, cfg.decode_segments):
@@ -228,7 +238,7 @@ def _decode(
     first_stop_B = jnp.argmax(is_stop_BxTc, axis=1)
     lengths_B = jnp.where(stopped_B, first_stop_B + 1, jnp.minimum(s.step, Tc)).astype(jnp.int32)
     mask_BxTc = jnp.arange(Tc)[None, :] < lengths_B[:, None]
-    return cache, s.tokens_BxTc, mask_BxTc, s.logps_BxTc, lengths_B, stopped_B
+    return cache, s.tokens_BxTc, mask_BxTc, s.logps_BxTc, s.certainty_BxTc, lengths_B, stopped_B
 
 
 _prefill_jit = jax.jit(_prefill, static_argnames=("model_cfg", "Tc"))
@@ -347,12 +357,12 @@ def generate(
         u_BxTc = jax.device_put(u_BxTc, mesh_lib.batch_sharding(mesh))
         prefill, decode = _data_parallel_fns(mesh, model_cfg, static_cfg, Tc)
         cache, logits_BxV = prefill(params, prompt_BxTp, mask_BxTp)
-        _, tokens, mask, logps, lengths, stopped = decode(
+        _, tokens, mask, logps, certainty, lengths, stopped = decode(
             params, cache, logits_BxV, mask_BxTp, stop_BxX, max_new, u_BxTc
         )
     else:
         cache, logits_BxV = _prefill_jit(params, prompt_BxTp, mask_BxTp, model_cfg=model_cfg, Tc=Tc)
-        _, tokens, mask, logps, lengths, stopped = _decode_jit(
+        _, tokens, mask, logps, certainty, lengths, stopped = _decode_jit(
             params,
             cache,
             logits_BxV,
@@ -370,6 +380,7 @@ def generate(
         tokens_BxTc=tokens,
         mask_BxTc=mask,
         logps_BxTc=logps,
+        certainty_BxTc=certainty,
         lengths_B=lengths,
         stopped_B=stopped,
     )

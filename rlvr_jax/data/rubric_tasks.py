@@ -1,0 +1,162 @@
+"""Embedded rubric task family: structured-answer prompts, each graded by its own rubric of
+programmatic criteria of varied difficulty (easy format checks, harder content and style checks,
+one pitfall). Deterministic from a seed, with the hash-partitioned held-out split of synthetic.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import re
+from typing import Any
+
+from rlvr_jax.data import synthetic, types
+from rlvr_jax.rewards import rubric
+
+FAMILIES = ("person_json", "numbered_list")
+SPLITS = synthetic.SPLITS
+_MAX_FAILED_DRAWS = 2000
+
+CITIES = (
+    "Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Rome", "Delhi", "Quito", "Berlin", "Sydney",
+    "Madrid", "Dublin", "Nairobi", "Seoul", "Vienna", "Lisbon",
+)  # fmt: skip
+KINDS = {
+    "fruits": ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum"),
+    "colors": ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink"),
+    "animals": ("cat", "dog", "horse", "lion", "tiger", "rabbit", "mouse", "eagle", "whale"),
+}
+_ITEM_RE = re.compile(r"^\s*\d+\.\s*(.+?)\s*$", re.M)
+# Text before or after the one JSON object: the model wrapped it in prose or a code fence.
+_OUTSIDE_JSON = r"\A(?!\s*\{[\s\S]*\}\s*\Z)"
+
+
+@dataclasses.dataclass(frozen=True)
+class RubricTask:
+    """A prompt (example.answer: a reference response that scores 1.0) and its rubric."""
+
+    example: types.Example
+    rubric: rubric.Rubric
+
+
+def _items_distinct(response: str) -> bool:
+    """The numbered items are all different (case-insensitive), and there is at least one."""
+    items = [m.casefold() for m in _ITEM_RE.findall(response)]
+    return bool(items) and len(set(items)) == len(items)
+
+
+def _person_json(meta: dict[str, Any]) -> list[rubric.Criterion]:
+    city, lo, hi, k = meta["city"], meta["min_age"], meta["max_age"], meta["max_words"]
+    string = {"type": "string"}
+    fields = {"name": string, "city": string, "summary": string}
+    C = rubric.Criterion
+    return [
+        C(id="json", description="The reply is a JSON object.", weight=1.0, category="format",
+          required=True, check=rubric.JsonSchema({"type": "object"})),
+        C(id="fields", description="It has string fields name, city and summary, and age.",
+          weight=1.0, category="format", depends_on=("json",),
+          check=rubric.JsonSchema({"required": ["name", "age", "city", "summary"],
+                                   "properties": fields})),
+        C(id="age", description=f"age is an integer from {lo} to {hi}.", weight=2.0,
+          category="content", depends_on=("json",),
+          check=rubric.JsonSchema({"required": ["age"], "properties": {
+              "age": {"type": "integer", "minimum": lo, "maximum": hi}}})),
+        C(id="city", description=f"city is exactly {city}.", weight=1.0, category="content",
+          depends_on=("json",),
+          check=rubric.JsonSchema({"required": ["city"],
+                                   "properties": {"city": {"enum": [city]}}})),
+        C(id="summary_city", description=f"The summary mentions {city}.", weight=2.0,
+          category="content", depends_on=("fields",),
+          check=rubric.Contains(city, field="summary")),
+        C(id="summary_short", description=f"The summary is at most {k} words.", weight=2.0,
+          category="style", depends_on=("fields",),
+          check=rubric.Length(min=1, max=k, unit="words", field="summary")),
+        C(id="extra_text", description="Pitfall: text outside the JSON object.", weight=-1.0,
+          category="style", check=rubric.Regex(_OUTSIDE_JSON)),
+    ]  # fmt: skip
+
+
+def _numbered_list(meta: dict[str, Any]) -> list[rubric.Criterion]:
+    n, must, max_words = meta["n"], meta["must"], meta["max_words"]
+    exact = r"\A\s*" + "".join(rf"{i}\. [^\n]+\n" for i in range(1, n + 1)) + r"Count:"
+    C = rubric.Criterion
+    return [
+        C(id="numbered", description="The reply is a list numbered from '1.'.", weight=1.0,
+          category="format", required=True, check=rubric.Regex(r"(?m)^1\. \S")),
+        C(id="count_line", description=f"A line 'Count: {n}'.", weight=1.0, category="format",
+          check=rubric.Numeric(n, pattern=r"Count:\s*(\S+)")),
+        C(id="exactly_n", description=f"Exactly {n} items numbered 1 to {n}, then the count.",
+          weight=2.0, category="content", depends_on=("numbered",), check=rubric.Regex(exact)),
+        C(id="includes", description=f"The list includes {must}.", weight=2.0,
+          category="content", depends_on=("numbered",), check=rubric.Contains(must)),
+        C(id="distinct", description="No item repeats.", weight=1.0, category="content",
+          depends_on=("numbered",), check=rubric.Predicate(_items_distinct)),
+        C(id="short", description=f"At most {max_words} words in total.", weight=1.0,
+          category="style", check=rubric.Length(max=max_words, unit="words")),
+        C(id="etc", description="Pitfall: trails off with 'etc' or 'and so on'.", weight=-1.0,
+          category="style", check=rubric.Regex(r"\betc\b|and so on", ignore_case=True)),
+    ]  # fmt: skip
+
+
+def rubric_for(meta: dict[str, Any]) -> rubric.Rubric:
+    """The rubric of a task from its JSON-serialisable parameters (`Example.meta`)."""
+    if meta.get("family") == "person_json":
+        return rubric.Rubric(tuple(_person_json(meta)))
+    elif meta.get("family") == "numbered_list":
+        return rubric.Rubric(tuple(_numbered_list(meta)))
+    raise ValueError(f"meta family {meta.get('family')!r} is not one of {FAMILIES}")
+
+
+def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
+    """(prompt, reference response, meta) of one task."""
+    if family == "person_json":
+        city, (name, _) = rng.choice(CITIES), rng.choice(synthetic.NAMES)
+        lo = rng.randint(18, 60)
+        hi = rng.randint(lo + 5, 99)
+        k = rng.randint(5, 12)
+        meta = {"family": family, "city": city, "min_age": lo, "max_age": hi, "max_words": k}
+        prompt = (
+            f"Give a JSON object with fields name, age (an integer from {lo} to {hi}), city and "
+            f"summary. The city is {city}. The summary must mention {city} and be at most {k} "
+            "words. Reply with the JSON object only."
+        )
+        answer = {"name": name, "age": rng.randint(lo, hi), "city": city,
+                  "summary": f"{name} lives in {city}."}  # fmt: skip
+        return prompt, json.dumps(answer), meta
+    kind = rng.choice(sorted(KINDS))
+    n = rng.randint(3, 6)
+    items = rng.sample(KINDS[kind], n)
+    must = rng.choice(items)
+    meta = {"family": family, "kind": kind, "n": n, "must": must, "max_words": 3 * n + 3}
+    prompt = (
+        f"List exactly {n} different {kind}, one per line, numbered 1. to {n}., including "
+        f"{must}. End with the line 'Count: {n}'. Use at most {3 * n + 3} words in total."
+    )
+    lines = [f"{i}. {item}" for i, item in enumerate(items, 1)] + [f"Count: {n}"]
+    return prompt, "\n".join(lines), meta
+
+
+def make_split(split: str, n: int, seed: int) -> list[RubricTask]:
+    """`n` distinct tasks of `split` ("train" or "test"), families alternating, the same for the
+    same arguments; train and test never share a prompt (synthetic.is_held_out). uids are
+    "rubric/<split>/<seed>/<index>"."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(f"rlvr_jax.data.rubric_tasks/{split}/{seed}")
+    tasks, seen, failed = [], set(), 0
+    while len(tasks) < n and failed < _MAX_FAILED_DRAWS:
+        failed += 1
+        prompt, answer, meta = _draw(rng, FAMILIES[len(tasks) % len(FAMILIES)])
+        if prompt in seen or synthetic.is_held_out(prompt) != (split == "test"):
+            continue
+        failed = 0
+        seen.add(prompt)
+        uid = f"rubric/{split}/{seed}/{len(tasks)}"
+        ex = types.Example(uid=uid, prompt=prompt, answer=answer, source="rubric", meta=meta)
+        tasks.append(RubricTask(ex, rubric_for(meta)))
+    if len(tasks) < n:
+        raise ValueError(f"only {len(tasks)} distinct {split} rubric tasks, wanted {n}")
+    return tasks
