@@ -102,3 +102,30 @@ def test_topd_sampler_generates_ceil_rho_l_tokens():
     Tc = sampling.bucket(7, cfg.completion_buckets, "max_new_tokens")
     assert out.tokens_BxTc.shape == (2, Tc) and Tc < L
     assert int(out.lengths_B.max()) == 7  # no stop token: exactly the horizon
+
+
+def test_rlif_trains_without_reading_any_answer(tmp_path, monkeypatch):
+    """Label-free RLIF with KL-Cov: corrupting every training answer changes no training number
+    (only the monitoring metrics that compare with answers)."""
+    import dataclasses
+
+    from rlvr_jax.train import setup as setup_lib
+
+    overrides = {**STEPS, "rlif.enabled": True, "rlif.kl_cov": True, "rlif.kl_cov_k_frac": 0.2}
+    loop.run(small_config(**overrides), str(tmp_path / "true"))
+    load_data = setup_lib.load_data
+
+    def corrupted(c):
+        train, held_out = load_data(c)
+        return [dataclasses.replace(e, answer="987654321") for e in train], held_out
+
+    monkeypatch.setattr(setup_lib, "load_data", corrupted)
+    loop.run(small_config(**overrides), str(tmp_path / "corrupted"))
+    a, b = _rows(tmp_path / "true"), _rows(tmp_path / "corrupted")
+    keys = [k for k in a[0] if k.startswith(("train/", "rl/", "rlif/")) and "precision" not in k]
+    assert {"rlif/vote_reward", "rlif/self_certainty", "rlif/kl_cov_frac"} <= set(keys)
+    for ra, rb in zip(a, b, strict=True):
+        assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}
+    assert any(
+        ra["rollout/reward_mean"] != rb["rollout/reward_mean"] for ra, rb in zip(a, b, strict=True)
+    ) or all(ra["rollout/reward_mean"] == 0 for ra in a)

@@ -123,6 +123,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         teacher_path="",
         grpo_coef=0.0,
     )
+    # Label-free RLIF (RESEARCH.md 7): rewards cluster_vote and/or self_certainty, combined by
+    # GDPO; no reference answer is read for training. kl_cov: the KL-Cov penalty, with any
+    # objective (kl_cov_k_frac of the tokens, by covariance of log-prob and advantage).
+    c.rlif = dict(
+        enabled=False,
+        rewards=("cluster_vote", "self_certainty"),
+        weights=(1.0, 0.5),
+        soft_share=False,
+        tie_break="first",
+        adv_eps=1e-6,
+        kl_cov=False,
+        kl_cov_k_frac=0.002,
+        kl_cov_coef=1.0,
+    )
 
     if arg["preset"] == "qwen2p5_math_1p5b":
         c.model.preset = ""

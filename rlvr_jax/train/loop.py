@@ -65,9 +65,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mesh = setup_lib.make_mesh(c)
     sampler_mesh = setup_lib.make_sampler_mesh(c, mesh)
     setup_lib.validate(c, rl, jax.process_count())
-    research = research_lib.configs(
-        c, loss_agg=rl.loss_agg, num_updates=rl.num_updates, micro=c.train.micro_batches
-    )
+    research = research_lib.configs(c, rl, micro=c.train.micro_batches)
     model_cfg, tok = setup_lib.load_model(c)
     train_examples, eval_examples = setup_lib.load_data(c)
     sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
@@ -145,6 +143,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         shardings=state_shd,
         delta=research.delta,
         distil=research.distil,
+        kl_cov=research.kl_cov,
     )
     ref_logps_fn = step_lib.make_logps_fn(
         model_cfg=model_cfg,
@@ -251,7 +250,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 rewards_B += dapo.soft_overlong_penalty(
                     np.asarray(r.sample.lengths_B), rl.overlong_max_len, rl.overlong_cache_len
                 )
-            adv_B = np.asarray(advantages_lib.compute(rewards_B, rl), np.float32)
+            if research.rlif is not None:  # label-free: votes and self-certainty, no answers
+                adv_B, rlif_m = research_lib.rlif_advantages(r, research.rlif, G)
+                m.update(rlif_m)
+            else:
+                adv_B = np.asarray(advantages_lib.compute(rewards_B, rl), np.float32)
             if rl.overlong_filter:
                 adv_B = adv_B * dapo.overlong_mask(~np.asarray(r.sample.stopped_B))
             batch = rollout_lib.to_batch(r, adv_B)

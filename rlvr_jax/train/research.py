@@ -25,6 +25,8 @@ from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import opd as opd_lib
+from rlvr_jax.objectives import rlif as rlif_lib
+from rlvr_jax.rewards import math as math_lib
 from rlvr_jax.train import distributed
 from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import setup as setup_lib
@@ -43,10 +45,13 @@ class ResearchConfigs:
     distil: distil_lib.DistilConfig
     opd_teacher: str  # HF folder of the OPD teacher
     distil_teacher: str  # HF folder when distil.teacher == "model"
+    rlif: rlif_lib.RLIFConfig | None  # label-free rewards; None: the verifier's reward
+    kl_cov: tuple[float, float] | None  # (k_frac, coef) when KL-Cov is on
 
 
-def configs(c: ml_collections.ConfigDict, *, loss_agg: str, num_updates: int, micro: int):
-    """The typed research configs of `c` (sections delta / opd / distil; absent ones are off)."""
+def configs(c: ml_collections.ConfigDict, rl, *, micro: int):
+    """The typed research configs of `c` (sections delta / opd / distil / rlif; absent: off)."""
+    loss_agg, num_updates = rl.loss_agg, rl.num_updates
 
     def section(name, cls, drop=()):
         raw = dict(c.get(name, {}))
@@ -58,13 +63,26 @@ def configs(c: ml_collections.ConfigDict, *, loss_agg: str, num_updates: int, mi
     delta, _ = section("delta", delta_lib.DeltaConfig)
     opd, opd_raw = section("opd", opd_lib.OPDConfig, drop=("teacher",))
     distil, distil_raw = section("distil", distil_lib.DistilConfig, drop=("teacher_path",))
+    rlif, rlif_raw = section("rlif", rlif_lib.RLIFConfig, drop=("enabled", "kl_cov"))
+    kl_cov = None
+    if rlif_raw.get("kl_cov", False):
+        kl_cov = (rlif.kl_cov_k_frac, rlif.kl_cov_coef)
     out = ResearchConfigs(
         delta=delta,
         opd=opd,
         distil=distil,
         opd_teacher=opd_raw.get("teacher", ""),
         distil_teacher=distil_raw.get("teacher_path", ""),
+        rlif=rlif if rlif_raw.get("enabled", False) else None,
+        kl_cov=kl_cov,
     )
+    if out.rlif is not None and (opd.enabled or distil.enabled):
+        raise ResearchConfigError("rlif.enabled with opd/distil: pick one training signal")
+    if out.rlif is not None and (rl.dynamic_sampling or rl.overlong_penalty):
+        raise ResearchConfigError(
+            "rlif.enabled with rl.dynamic_sampling or rl.overlong_penalty: both act on the "
+            "verifier's reward, which label-free training must not read"
+        )
     if delta.enabled and loss_agg != "token_mean":
         raise ResearchConfigError(
             f"delta.enabled needs rl.loss_agg='token_mean' (RESEARCH.md 2), got {loss_agg!r}"
@@ -208,3 +226,38 @@ def make_topk_fn(model_cfg, temperature: float, k: int, param_shardings) -> call
 
 def feedback_examples(texts: Sequence[str], limit: int = 2) -> str:
     return " | ".join(t[:120] for t in texts[:limit])
+
+
+def _same_answer(a: str, b: str) -> bool:
+    """Math equivalence of two extracted answers (the verifier's rules, either as reference)."""
+    return math_lib.score_math(f"\\boxed{{{a}}}", b).status == "correct"
+
+
+def rlif_advantages(
+    r: rollout_lib.Rollout, cfg: rlif_lib.RLIFConfig, G: int
+) -> tuple[np.ndarray, dict[str, float]]:
+    """Label-free advantages (RESEARCH.md 7): each completion's rewards from the group alone
+    (cluster vote over math-equivalent final answers; the sampler's self-certainty), combined
+    by GDPO. No reference answer is read. Returns (adv_B, metrics)."""
+    columns, metrics = [], {}
+    texts = r.texts
+    if "cluster_vote" in cfg.rewards:
+        answers = [math_lib.extract_answer(t) for t in texts]
+        _, majority_B, soft_B = rlif_lib.cluster_votes(answers, _same_answer, G, cfg.tie_break)
+        vote_B = soft_B if cfg.soft_share else majority_B
+        metrics["rlif/vote_reward"] = float(np.mean(vote_B))
+        metrics["rlif/no_answer_frac"] = float(np.mean([a is None for a in answers]))
+        # How often the majority is right: read only for this metric, never for training.
+        metrics["rlif/vote_precision"] = float(
+            np.sum(vote_B * r.correct_B) / max(np.sum(vote_B), 1e-9)
+        )
+    if "self_certainty" in cfg.rewards:
+        mask = np.asarray(r.sample.mask_BxTc, bool)
+        cert = np.asarray(r.sample.certainty_BxTc, np.float32)
+        sc_B = (cert * mask).sum(1) / np.maximum(mask.sum(1), 1)
+        metrics["rlif/self_certainty"] = float(np.mean(sc_B))
+    by_name = {"cluster_vote": lambda: vote_B, "self_certainty": lambda: sc_B}
+    columns = [by_name[name]() for name in cfg.rewards]
+    rewards_BxR = np.stack(columns, axis=1).astype(np.float32)
+    adv_B = rlif_lib.gdpo_advantages(rewards_BxR, cfg.weights, G, cfg.adv_eps)
+    return np.asarray(adv_B, np.float32), metrics

@@ -28,6 +28,7 @@ from rlvr_jax.models import transformer
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import policy_loss, rl_config
+from rlvr_jax.objectives import rlif as rlif_lib
 from rlvr_jax.train import state as state_lib
 
 
@@ -134,7 +135,7 @@ def _agg_weight(mask_BxTc: jax.Array, total: jax.Array, rl: rl_config.RLConfig) 
 
 
 def _loss_fn(
-    params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature, delta, distil, G
+    params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature, delta, distil, G, kl_cov
 ):
     fwd = completion_forward(
         params,
@@ -159,6 +160,14 @@ def _loss_fn(
         ref_logps_BxT=mb.ref_logps_BxTc,
         entropy_BxT=fwd.entropy_BxTc,
     )
+    if kl_cov is not None:  # KL-Cov (RESEARCH.md 7): |log pi - log pi_old| on top-Cov tokens
+        penalty_BxTc, selected_BxTc = rlif_lib.kl_cov_penalty(
+            fwd.logps_BxTc, mb.old_logps_BxTc, adv_BxTc, mb.completion_mask_BxTc, *kl_cov
+        )
+        mask = mb.completion_mask_BxTc
+        loss = loss + policy_loss.aggregate(penalty_BxTc, mask, rl.loss_agg, rl.norm_len)
+        tokens = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
+        extra["rlif/kl_cov_frac"] = jnp.sum(selected_BxTc, dtype=jnp.float32) / tokens
     if distil is not None:  # forward CE to the feedback-conditioned teacher (RESEARCH.md 5)
         d_loss, d_metrics = distil_lib.distil_loss(
             fwd.logits_BxTcxV,
@@ -189,6 +198,7 @@ def train_step(
     num_micro: int,
     delta: delta_lib.DeltaConfig | None = None,
     distil: distil_lib.DistilConfig | None = None,
+    kl_cov: tuple[float, float] | None = None,
 ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer update on `batch`, accumulated over `num_micro` micro-batches.
 
@@ -231,6 +241,7 @@ def train_step(
             delta=delta,
             distil=distil,
             G=G,
+            kl_cov=kl_cov,
         ),
         has_aux=True,
     )
@@ -316,6 +327,7 @@ def make_train_step(
     shardings: state_lib.TrainState | None = None,
     delta: delta_lib.DeltaConfig | None = None,
     distil: distil_lib.DistilConfig | None = None,
+    kl_cov: tuple[float, float] | None = None,
 ):
     """The jitted train step, state donated (the caller must not reuse the state it passes in).
 
@@ -331,6 +343,7 @@ def make_train_step(
         num_micro=num_micro,
         delta=delta if delta is not None and delta.enabled else None,
         distil=distil if distil is not None and distil.enabled else None,
+        kl_cov=kl_cov,
     )
     return _jit(step, shardings)
 
