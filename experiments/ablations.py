@@ -1,6 +1,6 @@
 """The ablation harness behind notebooks/ablations.ipynb: one shared warm start, then GRPO,
-Dr. GRPO, DAPO, DelTA and OPD / TOPD / POPD / DistIL runs of the RL loop from it, each in its own
-workdir.
+Dr. GRPO, DAPO, DelTA, OPD / TOPD / POPD, DistIL and label-free RLIF runs of the RL loop from it,
+each in its own workdir.
 
     from experiments import ablations
     warm = ablations.warm_start(root, budget)            # HF folder of the warm-started policy
@@ -20,7 +20,7 @@ from typing import Any
 
 import ml_collections
 
-from experiments.configs import distil_math, grpo_math, opd_math
+from experiments.configs import distil_math, grpo_math, opd_math, rlif_math
 from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
 
@@ -133,6 +133,7 @@ def variants(budget: Budget, teacher_dir: str) -> dict[str, tuple[Any, dict[str,
             },
         ),
         "DistIL": (distil_math, {}),
+        "RLIF (label-free)": (rlif_math, {}),
     }
 
 

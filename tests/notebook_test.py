@@ -22,5 +22,5 @@ def test_ablation_notebook_executes(tmp_path, monkeypatch):
         o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs
     )
     assert "| DAPO + DelTA |" in outputs and "| POPD (linear) |" in outputs
-    assert "TOPD vs OPD:" in outputs
+    assert "TOPD vs OPD:" in outputs and "RLIF (no labels):" in outputs
     assert os.path.exists(tmp_path / "ablations.png")
