@@ -88,3 +88,27 @@ def test_distil_sequence_term_refuses_micro_batches(params):  # noqa: F811
     with pytest.raises(ValueError, match="sequence term needs whole groups"):
         _run(params, batch, distil=cfg, num_micro=2)
     assert jnp.isfinite(_run(params, batch, distil=cfg)[1]["distil/seq_loss"])
+
+
+def test_opd_with_the_student_as_teacher_leaves_the_params_unchanged(params):  # noqa: F811
+    """Teacher == student: the OPD advantage is exactly 0 on every token, so the update is zero."""
+    from rlvr_jax.objectives import opd as opd_lib
+
+    batch = _batch(params, seed=6)
+    teacher_logps = step_lib.make_logps_fn(model_cfg=CFG)(
+        params,
+        batch.prompt_BxTp,
+        batch.prompt_mask_BxTp,
+        batch.completion_BxTc,
+        batch.completion_mask_BxTc,
+    )
+    batch = dataclasses.replace(batch, old_logps_BxTc=np.asarray(teacher_logps))
+    cfg = opd_lib.OPDConfig(enabled=True)
+    adv = opd_lib.compute(cfg, batch.old_logps_BxTc, teacher_logps, batch.completion_mask_BxTc)
+    assert float(jnp.max(jnp.abs(adv))) == 0.0
+    adam = optax.adam(1e-2)
+    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=adam)
+    state, m = step(state_lib.init_state(_copy(params), adam), batch.replace(adv_BxTc=adv))
+    assert float(m["train/grad_norm"]) == 0.0
+    for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(a, b)
