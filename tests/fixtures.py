@@ -122,3 +122,25 @@ def padded_batch(
     tokens_BxT = np.where(mask_BxT, tokens_BxT, pad_id).astype(np.int32)
     positions_BxT = np.maximum(np.cumsum(mask_BxT, axis=1) - 1, 0).astype(np.int32)
     return tokens_BxT, mask_BxT, positions_BxT
+
+
+def sandbox_mark():
+    """pytestmark for tests that need the code sandbox's Linux user/mount/PID/network namespaces.
+
+    Probed, not assumed: where the host forbids them the sandbox refuses to run, and these tests
+    skip with the probe's reason; RLVR_REQUIRE_SANDBOX=1 turns that skip into a failure.
+    """
+    import os
+
+    import pytest
+
+    from rlvr_jax.rewards import sandbox
+
+    try:
+        sandbox.probe_isolation()
+        missing = None
+    except sandbox.SandboxUnavailable as e:
+        missing = str(e)
+    if missing and os.environ.get("RLVR_REQUIRE_SANDBOX") == "1":
+        raise RuntimeError(f"RLVR_REQUIRE_SANDBOX=1 but: {missing}")
+    return pytest.mark.skipif(missing is not None, reason=f"no namespace isolation: {missing}")
