@@ -268,7 +268,7 @@ def train_step(
     )
     (grads, loss, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
 
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
@@ -428,7 +428,7 @@ def sft_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     new_state = state_lib.TrainState(step=state.step + 1, params=params, opt_state=opt_state)
-    return new_state, {"warm/loss": loss, "warm/grad_norm": optax.global_norm(grads)}
+    return new_state, {"warm/loss": loss, "warm/grad_norm": optax.tree.norm(grads)}
 
 
 def make_sft_step(
