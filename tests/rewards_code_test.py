@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rlvr_jax.data import code_tasks
+from rlvr_jax.data import code_tasks, code_tasks_embedded
 from rlvr_jax.rewards import code as code_lib
 from rlvr_jax.rewards import sandbox
 from tests import fixtures
@@ -17,7 +17,7 @@ from tests import fixtures
 pytestmark = fixtures.sandbox_mark()
 
 CFG = code_lib.CodeConfig(max_workers=4, sandbox=sandbox.SandboxConfig(timeout_s=5.0))
-TASKS = code_tasks.embedded_tasks()
+TASKS = code_tasks_embedded.embedded_tasks()
 
 
 def _fenced(program: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 from rlvr_jax.data import rubric_tasks
 from rlvr_jax.rewards import judge as rj
 from rlvr_jax.rewards import rubric as rb
+from rlvr_jax.rewards import rubric_checks as rc
 
 PERSON = '{"name": "Ann", "age": 31, "city": "Oslo", "summary": "Ann lives in Oslo."}'
 SCHEMA = {
@@ -27,58 +28,58 @@ SCHEMA = {
 @pytest.mark.parametrize(
     "check, response, expected",
     [
-        (rb.Regex(r"^\d+\.$"), "12.", True),
-        (rb.Regex(r"hello"), "HELLO world", False),
-        (rb.Regex(r"hello", ignore_case=True), "HELLO world", True),
-        (rb.Regex(r"Oslo\.$", field="summary"), PERSON, True),
-        (rb.Contains("oslo"), PERSON, True),
-        (rb.Contains("oslo", case_sensitive=True), PERSON, False),
-        (rb.Contains("Ann", field="city"), PERSON, False),
-        (rb.Contains("x", field="missing"), PERSON, False),
-        (rb.Numeric(42), "first 7, then the answer 42", True),
-        (rb.Numeric(42), "the answer is 43", False),
-        (rb.Numeric(0.5, abs_tol=0.01), "about 0.505", True),
-        (rb.Numeric(100.0, rel_tol=0.01), "-> 1.005e2", True),
-        (rb.Numeric(7, pattern=r"Count:\s*(\S+)"), "9 items\nCount: 7.", True),
-        (rb.Numeric(7, pattern=r"Count:\s*(\S+)"), "Count: seven", False),
-        (rb.Numeric(7, pattern=r"Count: (\d+)|none"), "none", False),  # group 1 unmatched
-        (rb.Numeric(31, field="age"), PERSON, True),
-        (rb.Numeric(0), "no number here", False),
-        (rb.JsonSchema(SCHEMA), '{"age": 20, "tags": ["a", "b"], "ok": true}', True),
-        (rb.JsonSchema(SCHEMA), 'Sure! ```json\n{"age": 20, "tags": []}\n``` done', True),
-        (rb.JsonSchema(SCHEMA), '{"age": 20.5, "tags": []}', False),  # not an integer
-        (rb.JsonSchema(SCHEMA), '{"age": true, "tags": []}', False),  # a bool is no integer
-        (rb.JsonSchema(SCHEMA), '{"age": 17, "tags": []}', False),  # below minimum
-        (rb.JsonSchema(SCHEMA), '{"age": 20, "tags": ["c"]}', False),  # items enum
-        (rb.JsonSchema(SCHEMA), '{"age": 20}', False),  # required
-        (rb.JsonSchema(SCHEMA), '{"age": 20, "tags": [], "ok": 1}', False),  # 1 is no boolean
-        (rb.JsonSchema(SCHEMA), '{"age": NaN, "tags": []}', False),  # NaN is not JSON
-        (rb.JsonSchema({"type": "number", "enum": [1]}), "1.0", True),
-        (rb.JsonSchema({"enum": [1]}), "true", False),
-        (rb.JsonSchema({"type": ["null", "string"]}), "null", True),
-        (rb.JsonSchema({"type": "object"}), "no json at all", False),
-        (rb.Length(min=2, max=5), "abcde", True),
-        (rb.Length(max=4), "abcde", False),
-        (rb.Length(max=3, unit="words"), "one two  three\n", True),
-        (rb.Length(min=4, unit="words"), "one two three", False),
-        (rb.Length(max=4, unit="words", field="summary"), PERSON, True),
-        (rb.Predicate(lambda s: s.count("a") == 2), "banana!", False),
-        (rb.Predicate(lambda s: s.islower()), "banana", True),
+        (rc.Regex(r"^\d+\.$"), "12.", True),
+        (rc.Regex(r"hello"), "HELLO world", False),
+        (rc.Regex(r"hello", ignore_case=True), "HELLO world", True),
+        (rc.Regex(r"Oslo\.$", field="summary"), PERSON, True),
+        (rc.Contains("oslo"), PERSON, True),
+        (rc.Contains("oslo", case_sensitive=True), PERSON, False),
+        (rc.Contains("Ann", field="city"), PERSON, False),
+        (rc.Contains("x", field="missing"), PERSON, False),
+        (rc.Numeric(42), "first 7, then the answer 42", True),
+        (rc.Numeric(42), "the answer is 43", False),
+        (rc.Numeric(0.5, abs_tol=0.01), "about 0.505", True),
+        (rc.Numeric(100.0, rel_tol=0.01), "-> 1.005e2", True),
+        (rc.Numeric(7, pattern=r"Count:\s*(\S+)"), "9 items\nCount: 7.", True),
+        (rc.Numeric(7, pattern=r"Count:\s*(\S+)"), "Count: seven", False),
+        (rc.Numeric(7, pattern=r"Count: (\d+)|none"), "none", False),  # group 1 unmatched
+        (rc.Numeric(31, field="age"), PERSON, True),
+        (rc.Numeric(0), "no number here", False),
+        (rc.JsonSchema(SCHEMA), '{"age": 20, "tags": ["a", "b"], "ok": true}', True),
+        (rc.JsonSchema(SCHEMA), 'Sure! ```json\n{"age": 20, "tags": []}\n``` done', True),
+        (rc.JsonSchema(SCHEMA), '{"age": 20.5, "tags": []}', False),  # not an integer
+        (rc.JsonSchema(SCHEMA), '{"age": true, "tags": []}', False),  # a bool is no integer
+        (rc.JsonSchema(SCHEMA), '{"age": 17, "tags": []}', False),  # below minimum
+        (rc.JsonSchema(SCHEMA), '{"age": 20, "tags": ["c"]}', False),  # items enum
+        (rc.JsonSchema(SCHEMA), '{"age": 20}', False),  # required
+        (rc.JsonSchema(SCHEMA), '{"age": 20, "tags": [], "ok": 1}', False),  # 1 is no boolean
+        (rc.JsonSchema(SCHEMA), '{"age": NaN, "tags": []}', False),  # NaN is not JSON
+        (rc.JsonSchema({"type": "number", "enum": [1]}), "1.0", True),
+        (rc.JsonSchema({"enum": [1]}), "true", False),
+        (rc.JsonSchema({"type": ["null", "string"]}), "null", True),
+        (rc.JsonSchema({"type": "object"}), "no json at all", False),
+        (rc.Length(min=2, max=5), "abcde", True),
+        (rc.Length(max=4), "abcde", False),
+        (rc.Length(max=3, unit="words"), "one two  three\n", True),
+        (rc.Length(min=4, unit="words"), "one two three", False),
+        (rc.Length(max=4, unit="words", field="summary"), PERSON, True),
+        (rc.Predicate(lambda s: s.count("a") == 2), "banana!", False),
+        (rc.Predicate(lambda s: s.islower()), "banana", True),
     ],
 )
 def test_checks(check, response, expected):
-    assert rb.run_check(check, response) is expected
+    assert rc.run_check(check, response) is expected
 
 
 def test_bad_checks_and_rubrics_raise():
     with pytest.raises(ValueError, match="keywords"):
-        rb.JsonSchema({"type": "object", "maxItems": 3})
+        rc.JsonSchema({"type": "object", "maxItems": 3})
     with pytest.raises(ValueError, match="type"):
-        rb.JsonSchema({"type": "int"})
+        rc.JsonSchema({"type": "int"})
     with pytest.raises(ValueError):
-        rb.Length(unit="tokens")
+        rc.Length(unit="tokens")
     with pytest.raises(ValueError):
-        rb.Numeric(math.inf)
+        rc.Numeric(math.inf)
     C = rb.Criterion
     with pytest.raises(ValueError, match="empty"):
         rb.Rubric(())
@@ -96,7 +97,7 @@ def test_bad_checks_and_rubrics_raise():
 
 
 def _rubric():
-    C, Has = rb.Criterion, rb.Contains
+    C, Has = rb.Criterion, rc.Contains
     return rb.Rubric((
         C(id="child", description="", weight=2, depends_on=("gate",), check=Has("beta")),
         C(id="gate", description="", weight=1, required=True, check=Has("alpha")),
@@ -135,11 +136,11 @@ def test_score_semantics():
 
 
 def test_invalid_verdicts_are_neither_pass_nor_fail():
-    C, Has = rb.Criterion, rb.Contains
+    C, Has = rb.Criterion, rc.Contains
     rub = rb.Rubric((
         C(id="j", description="judged", weight=2, check=None),
         C(id="k", description="", weight=1, depends_on=("j",), check=Has("x")),
-        C(id="p", description="", weight=1, check=rb.Predicate(lambda s: 1 / 0 > 0)),
+        C(id="p", description="", weight=1, check=rc.Predicate(lambda s: 1 / 0 > 0)),
         C(id="q", description="", weight=1, check=Has("y")),
     ))  # fmt: skip
     v = rb.score("x y", rub, FakeJudge(None))

@@ -13,6 +13,7 @@ from typing import Any
 
 from rlvr_jax.data import synthetic, types
 from rlvr_jax.rewards import rubric
+from rlvr_jax.rewards import rubric_checks as rc
 
 FAMILIES = ("person_json", "numbered_list")
 SPLITS = synthetic.SPLITS
@@ -53,27 +54,27 @@ def _person_json(meta: dict[str, Any]) -> list[rubric.Criterion]:
     C = rubric.Criterion
     return [
         C(id="json", description="The reply is a JSON object.", weight=1.0, category="format",
-          required=True, check=rubric.JsonSchema({"type": "object"})),
+          required=True, check=rc.JsonSchema({"type": "object"})),
         C(id="fields", description="It has string fields name, city and summary, and age.",
           weight=1.0, category="format", depends_on=("json",),
-          check=rubric.JsonSchema({"required": ["name", "age", "city", "summary"],
-                                   "properties": fields})),
+          check=rc.JsonSchema({"required": ["name", "age", "city", "summary"],
+                               "properties": fields})),
         C(id="age", description=f"age is an integer from {lo} to {hi}.", weight=2.0,
           category="content", depends_on=("json",),
-          check=rubric.JsonSchema({"required": ["age"], "properties": {
+          check=rc.JsonSchema({"required": ["age"], "properties": {
               "age": {"type": "integer", "minimum": lo, "maximum": hi}}})),
         C(id="city", description=f"city is exactly {city}.", weight=1.0, category="content",
           depends_on=("json",),
-          check=rubric.JsonSchema({"required": ["city"],
-                                   "properties": {"city": {"enum": [city]}}})),
+          check=rc.JsonSchema({"required": ["city"],
+                               "properties": {"city": {"enum": [city]}}})),
         C(id="summary_city", description=f"The summary mentions {city}.", weight=2.0,
           category="content", depends_on=("fields",),
-          check=rubric.Contains(city, field="summary")),
+          check=rc.Contains(city, field="summary")),
         C(id="summary_short", description=f"The summary is at most {k} words.", weight=2.0,
           category="style", depends_on=("fields",),
-          check=rubric.Length(min=1, max=k, unit="words", field="summary")),
+          check=rc.Length(min=1, max=k, unit="words", field="summary")),
         C(id="extra_text", description="Pitfall: text outside the JSON object.", weight=-1.0,
-          category="style", check=rubric.Regex(_OUTSIDE_JSON)),
+          category="style", check=rc.Regex(_OUTSIDE_JSON)),
     ]  # fmt: skip
 
 
@@ -83,19 +84,19 @@ def _numbered_list(meta: dict[str, Any]) -> list[rubric.Criterion]:
     C = rubric.Criterion
     return [
         C(id="numbered", description="The reply is a list numbered from '1.'.", weight=1.0,
-          category="format", required=True, check=rubric.Regex(r"(?m)^1\. \S")),
+          category="format", required=True, check=rc.Regex(r"(?m)^1\. \S")),
         C(id="count_line", description=f"A line 'Count: {n}'.", weight=1.0, category="format",
-          check=rubric.Numeric(n, pattern=r"Count:\s*(\S+)")),
+          check=rc.Numeric(n, pattern=r"Count:\s*(\S+)")),
         C(id="exactly_n", description=f"Exactly {n} items numbered 1 to {n}, then the count.",
-          weight=2.0, category="content", depends_on=("numbered",), check=rubric.Regex(exact)),
+          weight=2.0, category="content", depends_on=("numbered",), check=rc.Regex(exact)),
         C(id="includes", description=f"The list includes {must}.", weight=2.0,
-          category="content", depends_on=("numbered",), check=rubric.Contains(must)),
+          category="content", depends_on=("numbered",), check=rc.Contains(must)),
         C(id="distinct", description="No item repeats.", weight=1.0, category="content",
-          depends_on=("numbered",), check=rubric.Predicate(_items_distinct)),
+          depends_on=("numbered",), check=rc.Predicate(_items_distinct)),
         C(id="short", description=f"At most {max_words} words in total.", weight=1.0,
-          category="style", check=rubric.Length(max=max_words, unit="words")),
+          category="style", check=rc.Length(max=max_words, unit="words")),
         C(id="etc", description="Pitfall: trails off with 'etc' or 'and so on'.", weight=-1.0,
-          category="style", check=rubric.Regex(r"\betc\b|and so on", ignore_case=True)),
+          category="style", check=rc.Regex(r"\betc\b|and so on", ignore_case=True)),
     ]  # fmt: skip
 
 
