@@ -205,23 +205,14 @@ def distil_targets(
     return batch.replace(teacher_ids_BxTcxK=ids, teacher_probs_BxTcxK=probs), texts
 
 
-def make_topk_fn(model_cfg, temperature: float, k: int, param_shardings) -> callable:
+def make_topk_fn(model_cfg, temperature: float, k: int, param_shardings):
     """Jitted teacher top-k (ids, renormalised probs) [B, Tc, k] at the completion positions."""
-
-    def topk(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
-        fwd = step_lib.completion_forward(
-            params,
-            prompt_BxTp,
-            prompt_mask_BxTp,
-            completion_BxTc,
-            completion_mask_BxTc,
-            model_cfg=model_cfg,
-            temperature=temperature,
-        )
-        return distil_lib.topk_teacher(fwd.logits_BxTcxV, k)
-
-    rows = mesh_lib.batch_sharding(jax.tree.leaves(param_shardings)[0].mesh)
-    return jax.jit(topk, in_shardings=(param_shardings, *[rows] * 4), out_shardings=(rows, rows))
+    return step_lib.make_completion_fn(
+        lambda fwd: distil_lib.topk_teacher(fwd.logits_BxTcxV, k),
+        model_cfg=model_cfg,
+        temperature=temperature,
+        param_shardings=param_shardings,
+    )
 
 
 def feedback_examples(texts: Sequence[str], limit: int = 2) -> str:

@@ -361,46 +361,45 @@ def _jit(step, shardings: state_lib.TrainState | None):
     )
 
 
-def make_logps_fn(
+def make_completion_fn(
+    head,
     *,
     model_cfg: config_lib.ModelConfig,
     temperature: float = 1.0,
     param_shardings: params_lib.Params | None = None,
     num_micro: int = 1,
 ):
-    """Jitted completion log-probs (reference or old-policy scoring), no gradient; with
+    """Jitted, no-grad `head(completion_forward(...))` over (params, prompt, prompt mask,
+    completion, completion mask): every output leaf keeps the rows as its leading axis. With
     `param_shardings`, the rows are split over the mesh's data x fsdp axes.
 
     `num_micro` > 1 scores the rows in that many sequential micro-batches (strided, as the train
     step's), so the activations and logits of only one are alive at a time.
     """
 
-    def one(params, prompt_BxTp, prompt_mask_BxTp, completion_BxTc, completion_mask_BxTc):
-        out, _ = completion_logps(
-            params,
-            prompt_BxTp,
-            prompt_mask_BxTp,
-            completion_BxTc,
-            completion_mask_BxTc,
-            model_cfg=model_cfg,
-            temperature=temperature,
-        )
-        return out
+    def one(params, *rows):
+        return head(completion_forward(params, *rows, model_cfg=model_cfg, temperature=temperature))
 
-    def logps(params, *rows):
+    def scored(params, *rows):
         B = rows[0].shape[0]
         if num_micro == 1:
             return one(params, *rows)
         if B % num_micro:
             raise ValueError(f"{B} rows do not split into {num_micro} reference micro-batches")
         micro = [x.reshape(B // num_micro, num_micro, *x.shape[1:]).swapaxes(0, 1) for x in rows]
-        out_MxBmxTc = jax.lax.map(lambda mb: one(params, *mb), micro)
-        return out_MxBmxTc.swapaxes(0, 1).reshape(B, -1)
+        out = jax.lax.map(lambda mb: one(params, *mb), micro)  # leaves [M, B/M, ...]
+        return jax.tree.map(lambda x: x.swapaxes(0, 1).reshape(B, *x.shape[2:]), out)
 
     if param_shardings is None:
-        return jax.jit(logps)
+        return jax.jit(scored)
     rows = mesh_lib.batch_sharding(jax.tree.leaves(param_shardings)[0].mesh)
-    return jax.jit(logps, in_shardings=(param_shardings, *[rows] * 4), out_shardings=rows)
+    return jax.jit(scored, in_shardings=(param_shardings, *[rows] * 4), out_shardings=rows)
+
+
+def make_logps_fn(**kwargs):
+    """Jitted completion log-probs [B, Tc] (reference, teacher or old-policy scoring), no grad;
+    arguments as `make_completion_fn`."""
+    return make_completion_fn(lambda fwd: fwd.logps_BxTc, **kwargs)
 
 
 def sft_step(
