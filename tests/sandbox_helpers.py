@@ -2,6 +2,7 @@
 process (a test's descendant, or an orphan that looks sandboxed) outlives a program."""
 
 import os
+import threading
 import time
 
 import psutil
@@ -48,6 +49,29 @@ def wait_no_leftovers(before: set, timeout_s: float = 3.0) -> list[str]:
     return left
 
 
-def threads() -> int:
-    """The number of threads in this process."""
-    return len(os.listdir("/proc/self/task"))
+def pipe_fds() -> set[str]:
+    """This process's open pipes and sockets (what a leaked program handle would be), by target.
+
+    Regular files are left out: other code in the same test worker opens and closes those."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(("pipe:", "socket:")):
+            out.add(target)
+    return out
+
+
+def pool_threads(prefix: str = "code-verifier", timeout_s: float = 3.0) -> list[str]:
+    """The verifier pool's threads still alive after up to `timeout_s` of waiting for them to end.
+
+    Counted by name rather than from /proc/self/task: XLA and other tests in the same worker
+    start native threads of their own at any time, which made a process-wide count flaky."""
+    end = time.monotonic() + timeout_s
+    while (alive := [t.name for t in threading.enumerate() if t.name.startswith(prefix)]) and (
+        time.monotonic() < end
+    ):
+        time.sleep(0.05)
+    return alive
