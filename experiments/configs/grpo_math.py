@@ -87,6 +87,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_to_keep=3,
         async_save=True,
         resume_from="",  # another run's workdir (or its ckpt/): continued when workdir has none
+        # RELEX (experiments/relex.py): params every trajectory_every steps up to
+        # trajectory_until (0: off), then every trajectory_sparse_every steps, kept forever.
+        trajectory_until=0,
+        trajectory_every=1,
+        trajectory_sparse_every=0,
     )
     c.log = dict(every=1, tensorboard=True)
     c.verifier = dict(workers=2, timeout_s=10.0)

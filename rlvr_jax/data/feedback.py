@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from rlvr_jax.data import types
 
@@ -108,25 +109,34 @@ def feedback_prompt(prompt_text: str, feedback: str) -> str:
 
 
 def group_feedback(
-    kind: str, example: types.Example, completions: Sequence[str], correct: Sequence[bool]
+    kind: str,
+    example: types.Example,
+    completions: Sequence[str],
+    correct: Sequence[bool],
+    verdicts: Sequence[Any] | None = None,
 ) -> list[str]:
     """One feedback string per rollout of a group, by `kind` (one of FEEDBACKS).
 
-    "sibling" shows rollout i the first correct rollout j != i; with none, it falls back to the
-    verifier hint on rollout i's own completion.
+    The verifier hint is the verdict's own `.feedback` when the verifier writes one (the code
+    verifier: the first failing test's input, expected and actual output), else the worked-solution
+    hint of `verifier_feedback`. "sibling" shows rollout i the first correct rollout j != i; with
+    none, it falls back to the verifier hint on rollout i's own completion.
     """
     if len(completions) != len(correct):
         raise ValueError(f"{len(completions)} completions but {len(correct)} correct flags")
+
+    def hint(text: str, i: int) -> str:
+        own = None if verdicts is None else getattr(verdicts[i], "feedback", None)
+        return own if own else verifier_feedback(example, text)
+
     if kind == "verifier":
-        return [verifier_feedback(example, text) for text in completions]
+        return [hint(text, i) for i, text in enumerate(completions)]
     elif kind == "reference":
         return [reference_feedback(example)] * len(completions)
     elif kind == "sibling":
         out = []
         for i, text in enumerate(completions):
             j = next((j for j, ok in enumerate(correct) if ok and j != i), None)
-            out.append(
-                verifier_feedback(example, text) if j is None else sibling_feedback(completions[j])
-            )
+            out.append(hint(text, i) if j is None else sibling_feedback(completions[j]))
         return out
     raise ValueError(f"feedback kind={kind!r} is not one of {FEEDBACKS}")

@@ -17,7 +17,6 @@ from rlvr_jax.rewards import rubric_checks as rc
 
 FAMILIES = ("person_json", "numbered_list")
 SPLITS = synthetic.SPLITS
-_MAX_FAILED_DRAWS = 2000
 
 CITIES = (
     "Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Rome", "Delhi", "Quito", "Berlin", "Sydney",
@@ -100,13 +99,24 @@ def _numbered_list(meta: dict[str, Any]) -> list[rubric.Criterion]:
     ]  # fmt: skip
 
 
-def rubric_for(meta: dict[str, Any]) -> rubric.Rubric:
-    """The rubric of a task from its JSON-serialisable parameters (`Example.meta`)."""
-    if meta.get("family") == "person_json":
-        return rubric.Rubric(tuple(_person_json(meta)))
-    elif meta.get("family") == "numbered_list":
-        return rubric.Rubric(tuple(_numbered_list(meta)))
-    raise ValueError(f"meta family {meta.get('family')!r} is not one of {FAMILIES}")
+# The judge criterion `rubric_for(..., judge=True)` adds: no programmatic check, so a judge
+# model grades it from its description.
+JUDGE_CRITERION = rubric.Criterion(
+    id="on_topic",
+    description="The reply answers the request directly, with no unrelated content.",
+    weight=1.0,
+    category="style",
+)
+
+
+def rubric_for(meta: dict[str, Any], *, judge: bool = False) -> rubric.Rubric:
+    """The rubric of a task from its JSON-serialisable parameters (`Example.meta`); `judge` adds
+    JUDGE_CRITERION, graded by a judge model."""
+    family = meta.get("family")
+    if family not in FAMILIES:
+        raise ValueError(f"meta family {family!r} is not one of {FAMILIES}")
+    criteria = _person_json(meta) if family == "person_json" else _numbered_list(meta)
+    return rubric.Rubric(tuple(criteria) + ((JUDGE_CRITERION,) if judge else ()))
 
 
 def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
@@ -142,22 +152,15 @@ def make_split(split: str, n: int, seed: int) -> list[RubricTask]:
     """`n` distinct tasks of `split` ("train" or "test"), families alternating, the same for the
     same arguments; train and test never share a prompt (synthetic.is_held_out). uids are
     "rubric/<split>/<seed>/<index>"."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    rng = random.Random(f"rlvr_jax.data.rubric_tasks/{split}/{seed}")
-    tasks, seen, failed = [], set(), 0
-    while len(tasks) < n and failed < _MAX_FAILED_DRAWS:
-        failed += 1
-        prompt, answer, meta = _draw(rng, FAMILIES[len(tasks) % len(FAMILIES)])
-        if prompt in seen or synthetic.is_held_out(prompt) != (split == "test"):
-            continue
-        failed = 0
-        seen.add(prompt)
-        uid = f"rubric/{split}/{seed}/{len(tasks)}"
+
+    def draw(rng: random.Random, i: int):
+        prompt, answer, meta = _draw(rng, FAMILIES[i % len(FAMILIES)])
+        return prompt, (answer, meta)
+
+    tasks = []
+    draws = synthetic.distinct_draws("rlvr_jax.data.rubric_tasks", split, n, seed, draw)
+    for i, (prompt, (answer, meta)) in enumerate(draws):
+        uid = f"rubric/{split}/{seed}/{i}"
         ex = types.Example(uid=uid, prompt=prompt, answer=answer, source="rubric", meta=meta)
         tasks.append(RubricTask(ex, rubric_for(meta)))
-    if len(tasks) < n:
-        raise ValueError(f"only {len(tasks)} distinct {split} rubric tasks, wanted {n}")
     return tasks

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+from collections.abc import Callable
+from typing import Any
 
 from rlvr_jax.data import types
 
@@ -177,6 +179,36 @@ def config_tag(cfg: SyntheticConfig) -> str:
 def is_held_out(prompt: str) -> bool:
     """Whether `prompt` belongs to the test split (a fixed hash partition of all prompts)."""
     return hashlib.sha256(prompt.encode("utf-8")).digest()[0] % TEST_BUCKETS == 0
+
+
+def distinct_draws(
+    namespace: str,
+    split: str,
+    n: int,
+    seed: int,
+    draw: Callable[[random.Random, int], tuple[str, Any]],
+    max_failed: int = 2000,
+) -> list[tuple[str, Any]]:
+    """`n` (prompt, payload) draws of `split` with distinct prompts, the held-out partition of
+    `is_held_out` respected, deterministic for (namespace, split, seed). `draw(rng, index)` makes
+    the index-th candidate; after `max_failed` rejected candidates in a row it raises."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    rng = random.Random(f"{namespace}/{split}/{seed}")
+    out, seen, failed = [], set(), 0
+    while len(out) < n and failed < max_failed:
+        failed += 1
+        prompt, payload = draw(rng, len(out))
+        if prompt in seen or is_held_out(prompt) != (split == "test"):
+            continue
+        failed = 0
+        seen.add(prompt)
+        out.append((prompt, payload))
+    if len(out) < n:
+        raise ValueError(f"only {len(out)} distinct {split} prompts from {namespace}, wanted {n}")
+    return out
 
 
 def make_split(cfg: SyntheticConfig, split: str, n: int, seed: int) -> list[types.Example]:

@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -133,3 +134,11 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
 def load_tiny_tokenizer() -> Tokenizer:
     """The packaged 512-token tokenizer of the tiny presets (built by build_tiny_tokenizer.py)."""
     return load_tokenizer(TINY_TOKENIZER_DIR)
+
+
+def copy_files(tok: Tokenizer, folder: str) -> None:
+    """Copies the tokenizer's files into `folder` (an HF export), so the folder loads as it is."""
+    os.makedirs(folder, exist_ok=True)
+    for name in TOKENIZER_FILES + ("special_tokens_map.json", "merges.txt"):
+        if os.path.exists(os.path.join(tok.folder, name)):
+            shutil.copy(os.path.join(tok.folder, name), folder)

@@ -74,6 +74,16 @@ class CodeVerdict:
     status: str
     feedback: str
 
+    @property
+    def correct(self) -> bool:
+        """Every test passed (in fraction mode too)."""
+        return self.status == "ok"
+
+    @property
+    def verifier_error(self) -> bool:
+        """The verifier failed; a program's own timeout or crash is its fault, not this."""
+        return self.status == "verifier_error"
+
 
 # --- Extraction ---
 

@@ -109,6 +109,11 @@ class RubricVerdict:
     status: str
     strict: bool
 
+    @property
+    def correct(self) -> bool:
+        """Full marks on the human weights: every positive criterion met, no pitfall."""
+        return self.status == "ok" and self.reward >= 1.0 - 1e-9
+
 
 def _weights(rubric: Rubric, weights: Sequence[float] | None) -> np.ndarray:
     if weights is None:

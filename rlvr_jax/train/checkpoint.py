@@ -29,6 +29,28 @@ class CheckpointConfig:
     max_to_keep: int = 3
     async_save: bool = True
     resume_from: str = ""  # another run's workdir (or its ckpt/) to continue when workdir has none
+    # RELEX trajectory (workdir/trajectory, params only, never deleted): every `trajectory_every`
+    # steps from step 0 up to `trajectory_until` (the prefix RELEX fits; 0: no trajectory), then
+    # every `trajectory_sparse_every` steps (0: none), the real run to compare extrapolations to.
+    trajectory_until: int = 0
+    trajectory_every: int = 1
+    trajectory_sparse_every: int = 0
+
+    def __post_init__(self):
+        for name in ("every", "trajectory_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ckpt.{name}={getattr(self, name)} must be >= 1")
+        for name in ("trajectory_until", "trajectory_sparse_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ckpt.{name}={getattr(self, name)} must be >= 0")
+
+    def trajectory_due(self, step: int) -> bool:
+        """Whether RL step `step` (0: the policy RL starts from) goes into the trajectory."""
+        if self.trajectory_until <= 0:
+            return False
+        if step <= self.trajectory_until:
+            return step % self.trajectory_every == 0
+        return self.trajectory_sparse_every > 0 and step % self.trajectory_sparse_every == 0
 
 
 # The last file orbax writes into a step directory before publishing it (orbax 0.12 atomicity).
@@ -62,6 +84,34 @@ def make_manager(workdir: str, cfg: CheckpointConfig) -> ocp.CheckpointManager:
     )
     _set_aside_unfinished(manager)
     return manager
+
+
+TRAJECTORY_DIR = "trajectory"
+TRAJECTORY_ITEM = "params"  # rlvr_jax.relex reads this item
+
+
+def make_trajectory_manager(workdir: str) -> ocp.CheckpointManager:
+    """The manager of workdir/trajectory: params only, every save kept (RELEX's input)."""
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=None, enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True
+    )
+    manager = ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, TRAJECTORY_DIR)),
+        options=options,
+        item_handlers={TRAJECTORY_ITEM: ocp.StandardCheckpointHandler()},
+    )
+    _set_aside_unfinished(manager)
+    return manager
+
+
+def save_trajectory(manager: ocp.CheckpointManager, step: int, params) -> None:
+    """Starts saving the policy's params at RL step `step`; a step already there (a resumed run
+    redoing it, bitwise the same) is kept as it is."""
+    if step in manager.all_steps():
+        return
+    manager.save(
+        step, args=ocp.args.Composite(**{TRAJECTORY_ITEM: ocp.args.StandardSave(params)})
+    )
 
 
 def make_reader(path: str) -> ocp.CheckpointManager:

@@ -67,6 +67,8 @@ class Evaluator:
         rows = distributed.gather_rows(
             {
                 "greedy_P": greedy.correct_B,
+                "greedy_reward_P": greedy.rewards_B,
+                "reward_PxK": sampled.rewards_B.reshape(-1, self.k),
                 "correct_PxK": sampled.correct_B.reshape(-1, self.k),
                 "lengths_PxK": np.asarray(sampled.sample.lengths_B).reshape(-1, self.k),
             }
@@ -80,4 +82,7 @@ class Evaluator:
                 np.mean([metrics_lib.pass_at_k(self.k, int(c), self.k) for c in c_P])
             ),
             "eval/len_mean": float(np.mean(rows["lengths_PxK"])),
+            # The verifier's reward (a rubric's human-weighted score, a code test share):
+            "eval/reward_mean": float(np.mean(rows["reward_PxK"])),
+            "eval/greedy_reward": float(np.mean(rows["greedy_reward_P"])),
         }

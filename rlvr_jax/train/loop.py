@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from typing import Any
@@ -42,7 +41,6 @@ from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.objectives import dapo, rl_config
-from rlvr_jax.rewards import pool as pool_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import distributed
 from rlvr_jax.train import evaluate as eval_lib
@@ -52,6 +50,7 @@ from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import setup as setup_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
+from rlvr_jax.train import tasks as tasks_lib
 from rlvr_jax.train import warm_start as warm_lib
 
 
@@ -65,9 +64,11 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     mesh = setup_lib.make_mesh(c)
     sampler_mesh = setup_lib.make_sampler_mesh(c, mesh)
     setup_lib.validate(c, rl, jax.process_count())
+    tasks_lib.validate(c)
     research = research_lib.configs(c, rl, micro=c.train.micro_batches)
     model_cfg, tok = setup_lib.load_model(c)
-    train_examples, eval_examples = setup_lib.load_data(c)
+    task_data = tasks_lib.load(c)
+    train_examples, eval_examples = task_data.train, task_data.test
     sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
     system = c.data.system or None
     G, P = rl.group_size, c.train.prompts_per_step
@@ -79,6 +80,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     # resume_from is read through the dataclass default when the config has no such key.
     ckpt_cfg = ckpt_lib.CheckpointConfig(**c.ckpt)
     manager = ckpt_lib.make_manager(workdir, ckpt_cfg)
+    trajectory = None  # RELEX's prefix: dense early policy params (ckpt.trajectory_*)
+    if ckpt_cfg.trajectory_until > 0:
+        trajectory = ckpt_lib.make_trajectory_manager(workdir)
 
     # --- Shardings: params by their logical axes, optimizer moments like their params ---
     param_shd = mesh_lib.param_shardings(mesh, params_lib.param_axes(model_cfg))
@@ -99,6 +103,8 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         process_index=jax.process_index(),
         process_count=jax.process_count(),
     )
+    pow3r_cfg = tasks_lib.pow3r_config(c) if tasks_lib.kind(c) == "rubric" else None
+    pow3r_state = {}  # POW3R's EMA memory per rubric family (checkpointed)
     restored, source = ckpt_lib.restore_latest(manager, abstract), None
     if restored is None and ckpt_cfg.resume_from:
         source = ckpt_lib.make_reader(ckpt_cfg.resume_from)
@@ -111,6 +117,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     if restored is not None:
         start, state, record = restored
         data_it.restore(record["data"])
+        pow3r_state = tasks_lib.pow3r_state_from_json(record.get("pow3r", {}))
         writer.truncate_after(start)
         where = "checkpoint" if source is None else str(source.directory)
         _log(f"resumed from {where} at step {start}")
@@ -185,11 +192,20 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     )
     eval_key = lambda step: distributed.replicated_key(sampler_mesh, c.seed, 1, step)
 
-    with pool_lib.VerifierPool(
-        c.verifier.workers, c.verifier.timeout_s, preload=("rlvr_jax.rewards.math",)
-    ) as pool:
-        score_fn = setup_lib.make_score_fn(pool)
+    judge = None
+    if tasks_lib.kind(c) == "rubric":  # a judge model for criteria without a programmatic check
+        judge = tasks_lib.make_judge(
+            c,
+            tok=tok,
+            model_cfg=model_cfg,
+            sampling_cfg=sampling_cfg,
+            mesh=sampler_mesh,
+            policy_params=lambda: to_sampler(state.params),
+        )
+    with tasks_lib.scorer(c, task_data, judge) as score_fn:
         if start == 0:
+            if trajectory is not None:
+                ckpt_lib.save_trajectory(trajectory, 0, state.params)
             m = evaluator(to_sampler(state.params), eval_key(0), score_fn)
             writer.write(0, m)
             _log(f"step 0: {_fmt(m)}")
@@ -246,6 +262,19 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
             # --- Rewards -> advantages (per group: each process computes its own groups') ---
             rewards_B = r.rewards_B.copy()
+            m.update(tasks_lib.code_metrics(r.verdicts))
+            if tasks_lib.kind(c) == "rubric":  # POW3R weights (or the human ones) per family
+                rr = tasks_lib.rubric_rewards(
+                    r.examples,
+                    r.verdicts,
+                    G,
+                    cfg=pow3r_cfg if c.rubric.pow3r else None,
+                    state=pow3r_state,
+                    judge_criteria=judge is not None and c.rubric.judge_criteria,
+                )
+                rewards_B, pow3r_state = rr.rewards_B, rr.state
+                m.update(rr.metrics)
+                m.update(tasks_lib.judge_metrics(judge))
             if rl.overlong_penalty:
                 rewards_B += dapo.soft_overlong_penalty(
                     np.asarray(r.sample.lengths_B), rl.overlong_max_len, rl.overlong_cache_len
@@ -322,10 +351,17 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 _log(f"step {step}: {_fmt(m)}")
             if step % ckpt_cfg.every == 0 or step == c.train.steps:
                 if m["train/skipped"] == 0:  # never checkpoint a state right after a NaN
-                    ckpt_lib.save(manager, step, state, {"data": data_it.state()})
+                    record = {"data": data_it.state()}
+                    if pow3r_state:
+                        record["pow3r"] = tasks_lib.pow3r_state_to_json(pow3r_state)
+                    ckpt_lib.save(manager, step, state, record)
+            if trajectory is not None and ckpt_cfg.trajectory_due(step) and m["train/skipped"] == 0:
+                ckpt_lib.save_trajectory(trajectory, step, state.params)
             last = m
         bar.close()
     manager.wait_until_finished()
+    if trajectory is not None:
+        trajectory.wait_until_finished()
     writer.close()
     if c.export_hf:
         # Whole tensors on every process (a cross-host gather when there are several); process 0
@@ -336,9 +372,7 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         if jax.process_index() == 0:  # with the tokenizer, so the folder loads as it is
             out = os.path.join(workdir, "hf_export")
             hf.save_checkpoint(out, model_cfg, params)
-            for name in tokenizer_lib.TOKENIZER_FILES + ("special_tokens_map.json", "merges.txt"):
-                if os.path.exists(os.path.join(tok.folder, name)):
-                    shutil.copy(os.path.join(tok.folder, name), out)
+            tokenizer_lib.copy_files(tok, out)
     return last
 
 

@@ -186,7 +186,9 @@ def distil_targets(
     prompts: list[list[int]] = []
     for p, ex in enumerate(r.examples):
         rows = slice(p * G, (p + 1) * G)
-        fbs = feedback_lib.group_feedback(cfg.feedback, ex, r.texts[rows], r.correct_B[rows])
+        fbs = feedback_lib.group_feedback(
+            cfg.feedback, ex, r.texts[rows], r.correct_B[rows], r.verdicts[rows]
+        )
         for fb in fbs:
             texts.append(fb)
             prompt = feedback_lib.feedback_prompt(ex.prompt, fb)

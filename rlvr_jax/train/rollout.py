@@ -33,7 +33,11 @@ class Rollout:
     texts: list[str]  # B decoded completions
     rewards_B: np.ndarray  # float32
     correct_B: np.ndarray  # bool
-    statuses: list[str]  # B verifier statuses
+    verdicts: list  # B verifier verdicts (math, code or rubric), each with .reward/.correct/.status
+
+    @property
+    def statuses(self) -> list[str]:
+        return [v.status for v in self.verdicts]
 
 
 def encode_prompts(
@@ -52,10 +56,11 @@ def sample(
     system: str | None,
     model_cfg: config_lib.ModelConfig,
     sampling_cfg: sampling.SamplingConfig,
-    score_fn: Callable[[list[str], list[str]], list],
+    score_fn: Callable[[list[str], list[data_types.Example]], list],
     mesh: jax.sharding.Mesh | None = None,
 ) -> Rollout:
-    """Samples G completions per example and scores them with `score_fn(texts, answers)`.
+    """Samples G completions per example and scores them with `score_fn(texts, examples)` (the
+    examples repeated G times, row by row).
 
     `score_fn` returns one verdict per text with `.reward`, `.correct` and `.status`. With a `mesh`,
     `examples` are this process's (every process passes as many), `params` live on the mesh and
@@ -67,15 +72,14 @@ def sample(
         tok.decode(row[:n], skip_special_tokens=True)
         for row, n in zip(out.tokens_BxTc, out.lengths_B, strict=True)
     ]
-    answers = [ex.answer for ex in examples for _ in range(G)]
-    verdicts = score_fn(texts, answers)
+    verdicts = list(score_fn(texts, [ex for ex in examples for _ in range(G)]))
     return Rollout(
         examples=list(examples),
         sample=out,
         texts=texts,
         rewards_B=np.asarray([v.reward for v in verdicts], np.float32),
         correct_B=np.asarray([v.correct for v in verdicts], bool),
-        statuses=[v.status for v in verdicts],
+        verdicts=verdicts,
     )
 
 
@@ -115,9 +119,16 @@ def stats(r: Rollout) -> dict[str, np.ndarray]:
         "correct": r.correct_B,
         "lengths": np.asarray(r.sample.lengths_B),
         "stopped": np.asarray(r.sample.stopped_B),
-        "no_answer": statuses == "no_answer",
-        "verifier_error": np.isin(statuses, ("verifier_error", "timeout")),
+        "no_answer": np.isin(statuses, ("no_answer", "no_code")),
+        "verifier_error": np.asarray([_verifier_error(v) for v in r.verdicts], bool),
     }
+
+
+def _verifier_error(verdict) -> bool:
+    """The verdict's own `verifier_error` when it has one (code: a program's timeout is not the
+    verifier's); else the math pool's statuses for a crashed or timed-out worker."""
+    own = getattr(verdict, "verifier_error", None)
+    return bool(own) if own is not None else verdict.status in ("verifier_error", "timeout")
 
 
 def concat(rollouts: Sequence[Rollout]) -> Rollout:
@@ -133,7 +144,7 @@ def concat(rollouts: Sequence[Rollout]) -> Rollout:
         texts=[t for r in rollouts for t in r.texts],
         rewards_B=np.concatenate([r.rewards_B for r in rollouts]),
         correct_B=np.concatenate([r.correct_B for r in rollouts]),
-        statuses=[s for r in rollouts for s in r.statuses],
+        verdicts=[v for r in rollouts for v in r.verdicts],
     )
 
 
@@ -162,7 +173,7 @@ def select_groups(r: Rollout, keep_P: np.ndarray, G: int) -> Rollout:
         texts=[r.texts[i] for i in idx],
         rewards_B=r.rewards_B[idx],
         correct_B=r.correct_B[idx],
-        statuses=[r.statuses[i] for i in idx],
+        verdicts=[r.verdicts[i] for i in idx],
     )
 
 

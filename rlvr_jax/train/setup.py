@@ -30,6 +30,7 @@ from rlvr_jax.rewards import math as math_lib
 from rlvr_jax.rewards import pool as pool_lib
 
 FILE_FORMATS = ("gsm8k", "math", "answer", "parquet")  # data.files.load kinds
+SOURCES = ("synthetic", *FILE_FORMATS, "code", "rubric")  # code, rubric: train/tasks.py
 
 
 class ConfigError(ValueError):
@@ -95,10 +96,8 @@ def validate(c: ml_collections.ConfigDict, rl: rl_config.RLConfig, processes: in
         )
     if c.eval.k < 1 or c.eval.num_prompts < 1:
         raise ConfigError("eval.k and eval.num_prompts must be >= 1")
-    if c.data.source not in ("synthetic", *FILE_FORMATS):
-        raise ConfigError(
-            f"data.source={c.data.source!r} is not one of {('synthetic', *FILE_FORMATS)}"
-        )
+    if c.data.source not in SOURCES:
+        raise ConfigError(f"data.source={c.data.source!r} is not one of {SOURCES}")
     for key in ("slip_frac", "unanswered_frac"):
         if c.warm_start.steps and c.warm_start.get(key, 0.0) and c.data.source != "synthetic":
             raise ConfigError(

@@ -1,0 +1,22 @@
+"""Rubric rewards with POW3R: `python experiments/rubric.py --workdir=DIR`.
+
+Every completion is graded per criterion (programmatic checks; judge criteria through a local
+model run by our sampler); POW3R reweights the criteria from each group's verdicts for the
+training reward, and evaluation keeps the human weights (RESEARCH.md 3). Same loop, flags and
+resume behaviour as grpo_math.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app  # noqa: E402
+
+from experiments import grpo_math  # noqa: E402
+
+if __name__ == "__main__":
+    grpo_math.define_flags("rubric.py")
+    app.run(grpo_math.main)

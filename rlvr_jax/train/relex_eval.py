@@ -1,0 +1,165 @@
+"""RELEX on a run directory: extrapolate from its trajectory, save, evaluate, compare.
+
+The run's own config.json (written by the loop) rebuilds its mesh, model, held-out examples and
+evaluator, so an extrapolated checkpoint is scored exactly like the run's checkpoints: same
+prompts, same verifier, same sampling key for the same step. Like loop.run, this reads the
+experiment's ConfigDict (from the run's config.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from rlvr_jax import mesh as mesh_lib
+from rlvr_jax import relex, relex_report, sampling
+from rlvr_jax.models import hf
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.train import checkpoint as ckpt_lib
+from rlvr_jax.train import distributed
+from rlvr_jax.train import evaluate as eval_lib
+from rlvr_jax.train import setup as setup_lib
+from rlvr_jax.train import tasks as tasks_lib
+
+_SHOWN = ("eval/pass@1", "eval/greedy_acc", "eval/reward_mean")
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
+
+
+def real_params(traj_dir: str, step: int, like: params_lib.Params):
+    """The run's own params at `step` from its trajectory, or None when that step was not saved."""
+    if step not in relex.committed_steps(traj_dir):
+        return None
+    target = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), like
+    )
+    return ocp.StandardCheckpointer().restore(
+        os.path.abspath(os.path.join(traj_dir, str(step), ckpt_lib.TRAJECTORY_ITEM)), target
+    )
+
+
+def run(
+    workdir: str,
+    *,
+    t_cut: int,
+    targets: Sequence[int],
+    rank: int = 1,
+    window_start: int = 1,
+    export_hf: bool = True,
+    evaluate: bool = True,
+) -> dict[str, Any]:
+    """Extrapolates RUN's trajectory from `t_cut` to each target; returns (and prints) the
+    results: per target the extrapolation's and the real run's eval metrics, the explained
+    variance summary and the peak memory."""
+    c = load_run_config(workdir)
+    traj_dir = os.path.join(workdir, ckpt_lib.TRAJECTORY_DIR)
+    if not os.path.isdir(traj_dir):
+        raise FileNotFoundError(
+            f"{traj_dir}: the run saved no trajectory; rerun it with "
+            f"--config.ckpt.trajectory_until>={t_cut}"
+        )
+    cfg = relex.RelexConfig(rank=rank, window_start=window_start)
+    mesh = setup_lib.make_mesh(c)
+    model_cfg, tok = setup_lib.load_model(c)
+    param_shd = mesh_lib.param_shardings(mesh, params_lib.param_axes(model_cfg))
+    shapes = params_lib.param_shapes(model_cfg)
+    window = relex.select_window(
+        [s for s in relex.committed_steps(traj_dir) if s <= t_cut], t_cut, cfg
+    )
+    foot = relex_report.checkpoint_footprint(traj_dir)
+    (outs, fits), peak = relex_report.measure_peak_memory(
+        lambda: relex.extrapolate_from_checkpoints(
+            traj_dir, t_cut, targets, cfg, like=shapes, shardings=param_shd
+        )
+    )
+    summary = relex_report.summarise(fits)
+    budget = foot.params_bytes * len(window)
+    memory = {
+        "peak_rss_increase_bytes": peak.rss_peak_bytes - peak.rss_start_bytes,
+        "traced_peak_bytes": peak.traced_peak_bytes,
+        "checkpoint_bytes": foot.params_bytes,
+        "window": len(window),
+        "ratio_to_checkpoint_x_window": (peak.rss_peak_bytes - peak.rss_start_bytes) / budget,
+    }
+    out_root = os.path.join(workdir, "relex", f"tcut{t_cut}")
+    results: dict[str, Any] = {
+        "t_cut": t_cut,
+        "window": list(window),
+        "rank": rank,
+        "explained_variance": summary,
+        "memory": memory,
+        "targets": {},
+    }
+    for target, params in outs.items():
+        folder = os.path.join(out_root, f"step{target}")
+        relex.save_params(os.path.join(folder, "params"), params)
+        if export_hf and jax.process_index() == 0:
+            hf.save_checkpoint(os.path.join(folder, "hf"), model_cfg, jax.device_get(params))
+            tokenizer_lib.copy_files(tok, os.path.join(folder, "hf"))
+    if evaluate:
+        task_data = tasks_lib.load(c)
+        sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
+        evaluator = eval_lib.Evaluator(
+            tok,
+            task_data.test[: c.eval.num_prompts],
+            model_cfg=model_cfg,
+            system=c.data.system or None,
+            sampling_cfg=sampling_cfg,
+            k=c.eval.k,
+            mesh=mesh,
+        )
+        like = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            param_shd, shapes)  # fmt: skip
+        with tasks_lib.scorer(c, task_data) as score_fn:
+            for target, params in outs.items():
+                key = distributed.replicated_key(mesh, c.seed, 1, target)  # the loop's eval key
+                row = {"relex": evaluator(params, key, score_fn)}
+                real = real_params(traj_dir, target, like)
+                row["real"] = None if real is None else evaluator(real, key, score_fn)
+                base = real_params(traj_dir, t_cut, like)
+                row["t_cut"] = None if base is None else evaluator(base, key, score_fn)
+                results["targets"][target] = row
+    os.makedirs(out_root, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(out_root, "results.json"), "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+        print(report(results))
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    """The printed table: per target, the policy at t_cut, RELEX and the real run."""
+    lines = [
+        f"RELEX from t_cut={results['t_cut']} (window {results['window'][0]}.."
+        f"{results['window'][-1]}, {len(results['window'])} checkpoints, rank {results['rank']})",
+        relex_report.format_summary(results["explained_variance"]),
+    ]
+    m = results["memory"]
+    lines.append(
+        f"peak memory: +{m['peak_rss_increase_bytes'] / 2**20:.1f} MiB RSS "
+        f"(traced {m['traced_peak_bytes'] / 2**20:.1f} MiB) vs one checkpoint x window "
+        f"{m['checkpoint_bytes'] / 2**20:.1f} MiB x {m['window']} = "
+        f"{m['ratio_to_checkpoint_x_window']:.3f}x"
+    )
+    if results["targets"]:
+        head = f"{'step':>6} | {'policy':<8} | " + " | ".join(f"{k:>16}" for k in _SHOWN)
+        lines += [head, "-" * len(head)]
+        for target, row in sorted(results["targets"].items()):
+            for name, key in (("t_cut", "t_cut"), ("RELEX", "relex"), ("real", "real")):
+                vals = row.get(key)
+                cells = [f"{vals[k]:>16.4f}" if vals else f"{'-':>16}" for k in _SHOWN]
+                lines.append(f"{target:>6} | {name:<8} | " + " | ".join(cells))
+    return "\n".join(lines)
