@@ -175,3 +175,31 @@ def test_rubric_pow3r_with_the_policy_as_judge(tmp_path):
         assert 0.0 <= r["rubric/reward_train_mean"] <= 1.0
     evals = [r for r in metrics_lib.read_metrics(tmp_path) if "eval/reward_mean" in r]
     assert evals and all(0.0 <= r["eval/reward_mean"] <= 1.0 for r in evals)
+
+
+def test_judge_from_an_hf_folder_runs_through_our_sampler(tmp_path):
+    from rlvr_jax import mesh as mesh_lib
+    from rlvr_jax import sampling
+    from tests.loop_research_test import _teacher
+
+    c = rubric_config.get_config(f"judge={_teacher(tmp_path / 'judge')}")
+    c.rubric.judge_max_new_tokens = 6
+    model_cfg, tok = setup_lib.load_model(c)
+    judge = tasks_lib.make_judge(
+        c,
+        tok=tok,
+        model_cfg=model_cfg,
+        sampling_cfg=sampling.SamplingConfig(
+            eos_ids=tok.eos_ids, pad_id=tok.pad_id, max_new_tokens=6
+        ),
+        mesh=mesh_lib.make_mesh((-1, 1, 1)),
+        policy_params=lambda: pytest.fail("the policy is not the judge here"),
+    )
+    task = rubric_tasks.make_split("train", 1, seed=0)[0]
+    item = (task.example.prompt, task.example.answer, rubric_tasks.JUDGE_CRITERION)
+    (verdict,) = judge.judge_many([item])
+    # A random 6-token reply is not a strict JSON verdict; retried judge_retries times, then
+    # counted invalid (never a pass or a fail, never cached).
+    assert verdict.passed is None and not verdict.valid
+    assert judge.stats["generations"] == 1 + c.rubric.judge_retries
+    assert judge.stats["invalid_verdicts"] == 1 and not judge.cache

@@ -21,7 +21,7 @@ from experiments.configs import common, grpo_math
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     arg = common.parse_arg(arg, preset="tiny", pow3r=True, judge="")
     c = grpo_math.get_config(arg["preset"])
-    c.data.update(source="rubric", train_size=2000, eval_size=64, system="")
+    c.data.update(source="rubric", train_size=300, eval_size=32, system="")  # of ~370 distinct
     # POW3R: criterion weights from each group's contrast sqrt(p (1 - p)), smoothed by alpha,
     # multipliers clipped to [m_min, m_max], category totals kept; ema > 0 remembers each
     # prompt's contrast across steps. judge: criteria without a check go to a judge model.
@@ -40,5 +40,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         c.sampling.max_new_tokens = 96  # reference replies are 35-65 tokens
         c.warm_start.update(steps=150, unanswered_frac=0.0, slip_frac=0.0)
         c.train.steps = 60
-        c.eval.update(every=5, num_prompts=64)
+        c.eval.update(every=5, num_prompts=32)
     return c

@@ -26,6 +26,9 @@ KINDS = {
     "fruits": ("apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum"),
     "colors": ("red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink"),
     "animals": ("cat", "dog", "horse", "lion", "tiger", "rabbit", "mouse", "eagle", "whale"),
+    "tools": ("hammer", "saw", "drill", "wrench", "chisel", "pliers", "rake", "shovel", "axe"),
+    "sports": ("tennis", "golf", "rugby", "hockey", "boxing", "rowing", "judo", "polo", "chess"),
+    "metals": ("iron", "gold", "silver", "copper", "tin", "zinc", "lead", "nickel", "cobalt"),
 }
 _ITEM_RE = re.compile(r"^\s*\d+\.\s*(.+?)\s*$", re.M)
 # Text before or after the one JSON object: the model wrapped it in prose or a code fence.
