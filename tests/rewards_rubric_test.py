@@ -292,7 +292,7 @@ def test_training_and_evaluation_rewards():
     tasks = rubric_tasks.make_split("train", 1, seed=0)
     rub = tasks[0].rubric
     good = tasks[0].example.answer
-    responses = [good, "Here it is: " + good, "{}", good.replace('"age": ', '"age": 1')]
+    responses = [good, "Here it is: " + good, "{}", good.replace('"age":', '"age":1')]
     verdicts = [rb.score(r, rub) for r in responses]
     table = rb.pass_table(verdicts)
     w, _, _ = rb.pow3r_weights(table, None, rub.weights, rub.categories, rb.Pow3rConfig())

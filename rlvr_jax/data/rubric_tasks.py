@@ -133,11 +133,11 @@ def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
         prompt = (
             f"Give a JSON object with fields name, age (an integer from {lo} to {hi}), city and "
             f"summary. The city is {city}. The summary must mention {city} and be at most {k} "
-            "words. Reply with the JSON object only."
+            "words."
         )
         answer = {"name": name, "age": rng.randint(lo, hi), "city": city,
-                  "summary": f"{name} lives in {city}."}  # fmt: skip
-        return prompt, json.dumps(answer), meta
+                  "summary": f"Lives in {city}."}  # fmt: skip
+        return prompt, json.dumps(answer, separators=(",", ":")), meta
     kind = rng.choice(sorted(KINDS))
     n = rng.randint(3, 6)
     items = rng.sample(KINDS[kind], n)
