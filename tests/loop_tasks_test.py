@@ -66,6 +66,21 @@ def test_code_references_pass_and_a_wrong_constant_fails():
     assert not any(v.correct for v in code_lib.score_many(wrong, tasks, cfg))
 
 
+def test_code_tasks_load_from_mbpp_files_with_tests_by_uid(tmp_path):
+    row = {"task_id": 7, "text": "Add two numbers.", "code": "def add(a, b):\n    return a + b",
+           "test_list": ["assert add(1, 2) == 3", "assert add(-1, 1) == 0"]}  # fmt: skip
+    path = tmp_path / "mbpp.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    c = grpo_code.get_config("format=mbpp")
+    c.data.train_files = c.data.eval_files = (str(path),)
+    data = tasks_lib.load(c)
+    (ex,) = data.train
+    assert (
+        data.test == data.train and ex.solution == "```python\ndef add(a, b):\n    return a + b\n```"
+    )
+    assert [t.args for t in data.code_tasks[ex.uid].tests] == [(1, 2), (-1, 1)]
+
+
 # --- Verdicts in rollouts and feedback ---
 
 

@@ -38,7 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     )
     if arg["preset"] == "tiny":
         c.sampling.max_new_tokens = 64  # reference replies are up to 62 tokens (+ EOS)
-        c.warm_start.update(steps=150, unanswered_frac=0.0, slip_frac=0.0)
+        c.warm_start.update(steps=400, unanswered_frac=0.0, slip_frac=0.0)
         c.train.steps = 60
         c.eval.update(every=5, num_prompts=32)
     return c

@@ -22,7 +22,7 @@ _AGGS = ("sum", "max", "min", "len")
 
 
 def _fence(program: str) -> str:
-    return f"```python\n{program}```"
+    return f"```python\n{program.rstrip()}\n```"
 
 
 def _apply(op: str, a: int, b: int) -> int:

@@ -92,7 +92,8 @@ def load(c: ml_collections.ConfigDict) -> TaskData:
         test_tasks = [t for f in c.data.eval_files for t in loader(f)]
     by_uid: dict[str, code_tasks.CodeTask] = {}
     for t in [*train_tasks, *test_tasks]:
-        if by_uid.setdefault(t.uid, t) is not t and by_uid[t.uid] != t:
+        first = by_uid.setdefault(t.uid, t)
+        if first is not t and first != t:
             raise setup_lib.ConfigError(f"code task uid {t.uid!r} names two different tasks")
     to_ex = code_synthetic.to_example
     return TaskData([to_ex(t) for t in train_tasks], [to_ex(t) for t in test_tasks], by_uid)
