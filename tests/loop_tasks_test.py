@@ -218,3 +218,14 @@ def test_judge_from_an_hf_folder_runs_through_our_sampler(tmp_path):
     assert verdict.passed is None and not verdict.valid
     assert judge.stats["generations"] == 1 + c.rubric.judge_retries
     assert judge.stats["invalid_verdicts"] == 1 and not judge.cache
+
+
+def test_steps_to_plateau_uses_the_trailing_mean():
+    from experiments import steps_to_plateau
+
+    steps, values = np.array([0, 4, 8, 12]), np.array([0.5, 0.9, 0.5, 0.8])
+    # Trailing means of 2: 0.5, 0.7, 0.7, 0.65. The 0.9 spike alone reaches 0.71 only with a
+    # window of 1.
+    assert steps_to_plateau.first_reach(steps, values, 0.7, 2) == 4
+    assert steps_to_plateau.first_reach(steps, values, 0.71, 2) is None
+    assert steps_to_plateau.first_reach(steps, values, 0.9, 1) == 4
