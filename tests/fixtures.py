@@ -124,6 +124,17 @@ def padded_batch(
     return tokens_BxT, mask_BxT, positions_BxT
 
 
+def sandbox_available() -> bool:
+    """Whether the code sandbox's namespaces work here (see sandbox_mark)."""
+    from rlvr_jax.rewards import sandbox
+
+    try:
+        sandbox.probe_isolation()
+        return True
+    except sandbox.SandboxUnavailable:
+        return False
+
+
 def sandbox_mark():
     """pytestmark for tests that need the code sandbox's Linux user/mount/PID/network namespaces.
 

@@ -76,9 +76,28 @@ def test_code_tasks_load_from_mbpp_files_with_tests_by_uid(tmp_path):
     data = tasks_lib.load(c)
     (ex,) = data.train
     assert (
-        data.test == data.train and ex.solution == "```python\ndef add(a, b):\n    return a + b\n```"
+        data.test == data.train
+        and ex.solution == "```python\ndef add(a, b):\n    return a + b\n```"
     )
     assert [t.args for t in data.code_tasks[ex.uid].tests] == [(1, 2), (-1, 1)]
+
+
+def test_every_task_kind_scores_its_reference_solution_correct():
+    """The scorer each kind's loop uses, on the reference solutions: all correct, and a wrong
+    reply never is (a scorer fed the wrong field would score everything 0)."""
+    from experiments.configs import grpo_math
+
+    configs = [grpo_math.get_config(), rubric_config.get_config()]
+    if fixtures.sandbox_available():
+        configs.append(grpo_code.get_config())
+    for c in configs:
+        c.data.train_size, c.data.eval_size = 6, 6
+        data = tasks_lib.load(c)
+        with tasks_lib.scorer(c, data) as score_fn:
+            right = score_fn([ex.solution or ex.answer for ex in data.test], data.test)
+            wrong = score_fn(["No idea."] * len(data.test), data.test)
+        assert all(v.correct and v.reward == 1.0 for v in right), (c.data.source, right)
+        assert not any(v.correct for v in wrong), c.data.source
 
 
 # --- Verdicts in rollouts and feedback ---

@@ -158,12 +158,13 @@ def load_data(
 
 
 def make_score_fn(pool: pool_lib.VerifierPool):
-    """texts, answers -> verdicts, through worker processes; a timeout or crash scores 0."""
+    """texts, examples -> verdicts against each example's reference answer, through worker
+    processes; a timeout or crash scores 0."""
 
-    def score(texts: list[str], answers: list[str]) -> list[math_lib.MathVerdict]:
+    def score(texts: list[str], examples: list[data_types.Example]) -> list[math_lib.MathVerdict]:
         return pool.map(
             math_lib.score_math_item,
-            list(zip(texts, answers, strict=True)),
+            [(t, ex.answer) for t, ex in zip(texts, examples, strict=True)],
             on_timeout=math_lib.timeout_verdict,
             on_error=math_lib.error_verdict,
         )
