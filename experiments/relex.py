@@ -3,12 +3,12 @@
 Run:    python experiments/relex.py --workdir=RUN --t_cut=9 --targets=30,60
 The run must have saved a trajectory (ckpt.trajectory_until >= t_cut; e.g.
 `--config.ckpt.trajectory_until=9 --config.ckpt.trajectory_sparse_every=10`). For every target
-step this writes RUN/relex/tcut<t_cut>/step<target>/ (orbax params, and an HF folder with the
-tokenizer under hf/), evaluates it on the run's held-out set with the training evaluator (same
-prompts, same sampling key per step), and prints a table next to the run's own trajectory
-checkpoints at the same steps, with the explained-variance distribution over tensors, the fits'
-R^2 and the extrapolation's peak memory against one checkpoint x the window. Results also go to
-RUN/relex/tcut<t_cut>/results.json.
+step this writes RUN/relex/tcut<t_cut>[_w<window_start>][_r<rank>]/step<target>/ (orbax params,
+and an HF folder with the tokenizer under hf/), evaluates it on the run's held-out set with the
+training evaluator (same prompts, same sampling key per step), and prints a table next to the
+run's own trajectory checkpoints at the same steps, with the explained-variance distribution over
+tensors, the fits' R^2 and the extrapolation's peak memory against one checkpoint x the window.
+Results also go to results.json in the same folder.
 """
 
 from __future__ import annotations

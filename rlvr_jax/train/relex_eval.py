@@ -94,7 +94,8 @@ def run(
         "window": len(window),
         "ratio_to_checkpoint_x_window": (peak.rss_peak_bytes - peak.rss_start_bytes) / budget,
     }
-    out_root = os.path.join(workdir, "relex", f"tcut{t_cut}")
+    name = f"tcut{t_cut}" + (f"_w{window_start}" if window_start != 1 else "")
+    out_root = os.path.join(workdir, "relex", name + (f"_r{rank}" if rank != 1 else ""))
     results: dict[str, Any] = {
         "t_cut": t_cut,
         "window": list(window),
