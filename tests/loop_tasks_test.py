@@ -248,3 +248,17 @@ def test_steps_to_plateau_uses_the_trailing_mean():
     assert steps_to_plateau.first_reach(steps, values, 0.7, 2) == 4
     assert steps_to_plateau.first_reach(steps, values, 0.71, 2) is None
     assert steps_to_plateau.first_reach(steps, values, 0.9, 1) == 4
+
+
+def test_code_without_namespaces_fails_loudly_naming_the_key(monkeypatch):
+    from rlvr_jax.rewards import sandbox
+
+    def unavailable():
+        raise sandbox.SandboxUnavailable("user namespaces are disabled here.")
+
+    monkeypatch.setattr(sandbox, "probe_isolation", unavailable)
+    c = grpo_code.get_config()
+    c.data.train_size, c.data.eval_size = 3, 3
+    with pytest.raises(sandbox.SandboxUnavailable, match="code.allow_weak=True"):
+        with tasks_lib.scorer(c, tasks_lib.load(c)):
+            pass

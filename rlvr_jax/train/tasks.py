@@ -151,7 +151,13 @@ def scorer(
     if kind(c) == "code":
         cfg = code_config(c)
         if not cfg.sandbox.allow_weak:
-            sandbox_lib.probe_isolation()  # raises SandboxUnavailable, naming the fix
+            try:
+                sandbox_lib.probe_isolation()
+            except sandbox_lib.SandboxUnavailable as e:
+                raise sandbox_lib.SandboxUnavailable(
+                    f"data.source='code': {e} In the experiment config: code.allow_weak=True "
+                    "(rlimits only, logged on every run, refused as root)."
+                ) from None
         else:
             logging.warning(
                 "code.allow_weak=True: programs may run with rlimits only (no namespaces); "
