@@ -12,10 +12,10 @@ from experiments.configs import grpo_code
 from experiments.configs import rubric as rubric_config
 from rlvr_jax.data import code_synthetic, feedback, rubric_tasks, synthetic
 from rlvr_jax.rewards import code as code_lib
+from rlvr_jax.rewards import math as math_lib
 from rlvr_jax.rewards import rubric as rubric_lib
 from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
-from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import setup as setup_lib
 from rlvr_jax.train import tasks as tasks_lib
 from tests import fixtures
@@ -107,7 +107,11 @@ def test_code_timeout_is_not_a_verifier_error_and_feedback_reaches_distil():
     timeout = code_lib.CodeVerdict(0.0, 0, 3, "timeout", "Test 1 of 3 failed (timed out).")
     broken = code_lib.CodeVerdict(0.0, 0, 3, "verifier_error", "OSError")
     assert not timeout.correct and not timeout.verifier_error and broken.verifier_error
-    assert [rollout_lib._verifier_error(v) for v in (timeout, broken)] == [False, True]
+    math_timeout = math_lib.timeout_verdict(None)  # the math pool's worker killed: its fault
+    assert (
+        math_timeout.verifier_error
+        and not math_lib.MathVerdict(0.0, False, None, "wrong").verifier_error
+    )
     ex = code_synthetic.to_example(code_synthetic.make_split("train", 1, 0)[0])
     fbs = feedback.group_feedback("verifier", ex, ["a", "b"], [False, False], [timeout, broken])
     assert fbs == [timeout.feedback, broken.feedback]
@@ -186,6 +190,7 @@ def test_grpo_code_trains_on_sandbox_rewards_and_resumes(tmp_path):
         shares = sum(r[f"code/{s}_frac"] for s in code_lib.STATUSES)
         assert shares == pytest.approx(1.0)
         assert r["code/verifier_error_frac"] == 0.0
+        assert r["rollout/verifier_error_frac"] == 0.0  # a program's own failure is not one
     c.train.steps = 3
     loop.run(c, str(tmp_path))  # resumes from step 2
     assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3]

@@ -122,8 +122,8 @@ def rubric_for(meta: dict[str, Any], *, judge: bool = False) -> rubric.Rubric:
     return rubric.Rubric(tuple(criteria) + ((JUDGE_CRITERION,) if judge else ()))
 
 
-def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
-    """(prompt, reference response, meta) of one task."""
+def _draw(rng: random.Random, family: str) -> tuple[str, tuple[str, dict[str, Any]]]:
+    """(prompt, (reference response, meta)) of one task."""
     if family == "person_json":
         city, (name, _) = rng.choice(CITIES), rng.choice(synthetic.NAMES)
         lo = rng.randint(18, 60)
@@ -137,7 +137,7 @@ def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
         )
         answer = {"name": name, "age": rng.randint(lo, hi), "city": city,
                   "summary": f"Lives in {city}."}  # fmt: skip
-        return prompt, json.dumps(answer, separators=(",", ":")), meta
+        return prompt, (json.dumps(answer, separators=(",", ":")), meta)
     kind = rng.choice(sorted(KINDS))
     n = rng.randint(3, 6)
     items = rng.sample(KINDS[kind], n)
@@ -148,20 +148,15 @@ def _draw(rng: random.Random, family: str) -> tuple[str, str, dict[str, Any]]:
         f"{must}. End with the line 'Count: {n}'. Use at most {3 * n + 3} words in total."
     )
     lines = [f"{i}. {item}" for i, item in enumerate(items, 1)] + [f"Count: {n}"]
-    return prompt, "\n".join(lines), meta
+    return prompt, ("\n".join(lines), meta)
 
 
 def make_split(split: str, n: int, seed: int) -> list[RubricTask]:
     """`n` distinct tasks of `split` ("train" or "test"), families alternating, the same for the
     same arguments; train and test never share a prompt (synthetic.is_held_out). uids are
     "rubric/<split>/<seed>/<index>"."""
-
-    def draw(rng: random.Random, i: int):
-        prompt, answer, meta = _draw(rng, FAMILIES[i % len(FAMILIES)])
-        return prompt, (answer, meta)
-
     tasks = []
-    draws = synthetic.distinct_draws("rlvr_jax.data.rubric_tasks", split, n, seed, draw)
+    draws = synthetic.distinct_draws("rlvr_jax.data.rubric_tasks", split, n, seed, _draw, FAMILIES)
     for i, (prompt, (answer, meta)) in enumerate(draws):
         uid = f"rubric/{split}/{seed}/{i}"
         ex = types.Example(uid=uid, prompt=prompt, answer=answer, source="rubric", meta=meta)

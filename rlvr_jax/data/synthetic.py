@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rlvr_jax.data import types
@@ -186,12 +186,14 @@ def distinct_draws(
     split: str,
     n: int,
     seed: int,
-    draw: Callable[[random.Random, int], tuple[str, Any]],
+    draw: Callable[[random.Random, str], tuple[str, Any]],
+    families: Sequence[str],
     max_failed: int = 2000,
 ) -> list[tuple[str, Any]]:
     """`n` (prompt, payload) draws of `split` with distinct prompts, the held-out partition of
-    `is_held_out` respected, deterministic for (namespace, split, seed). `draw(rng, index)` makes
-    the index-th candidate; after `max_failed` rejected candidates in a row it raises."""
+    `is_held_out` respected, deterministic for (namespace, split, seed). The i-th kept draw is of
+    family `families[i % len(families)]`, made by `draw(rng, family)`; after `max_failed` rejected
+    candidates in a row it raises."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if n < 0:
@@ -200,7 +202,7 @@ def distinct_draws(
     out, seen, failed = [], set(), 0
     while len(out) < n and failed < max_failed:
         failed += 1
-        prompt, payload = draw(rng, len(out))
+        prompt, payload = draw(rng, families[len(out) % len(families)])
         if prompt in seen or is_held_out(prompt) != (split == "test"):
             continue
         failed = 0

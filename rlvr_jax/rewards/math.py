@@ -55,6 +55,11 @@ class MathVerdict:
     status: str
     detail: str = ""
 
+    @property
+    def verifier_error(self) -> bool:
+        """The verifier failed (a bad reference, an exception, a killed worker): not a 0."""
+        return self.status in ("verifier_error", "timeout")
+
 
 class _BadReference(ValueError):
     """The reference answer is empty, out of bounds or unparsable: a data error."""

@@ -114,6 +114,11 @@ class RubricVerdict:
         """Full marks on the human weights: every positive criterion met, no pitfall."""
         return self.status == "ok" and self.reward >= 1.0 - 1e-9
 
+    @property
+    def verifier_error(self) -> bool:
+        """No criterion could be resolved (every check or judge verdict invalid)."""
+        return self.status == "all_invalid"
+
 
 def _weights(rubric: Rubric, weights: Sequence[float] | None) -> np.ndarray:
     if weights is None:

@@ -124,15 +124,17 @@ def run(
         )
         like = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             param_shd, shapes)  # fmt: skip
+        base = real_params(traj_dir, t_cut, like)  # the policy RELEX starts from
         with tasks_lib.scorer(c, task_data) as score_fn:
             for target, params in outs.items():
-                key = distributed.replicated_key(mesh, c.seed, 1, target)  # the loop's eval key
-                row = {"relex": evaluator(params, key, score_fn)}
+                # The loop's eval key for this step: every row sees the same samples' randomness.
+                key = distributed.replicated_key(mesh, c.seed, 1, target)
                 real = real_params(traj_dir, target, like)
-                row["real"] = None if real is None else evaluator(real, key, score_fn)
-                base = real_params(traj_dir, t_cut, like)
-                row["t_cut"] = None if base is None else evaluator(base, key, score_fn)
-                results["targets"][target] = row
+                results["targets"][target] = {
+                    "relex": evaluator(params, key, score_fn),
+                    "real": None if real is None else evaluator(real, key, score_fn),
+                    "t_cut": None if base is None else evaluator(base, key, score_fn),
+                }
     os.makedirs(out_root, exist_ok=True)
     if jax.process_index() == 0:
         with open(os.path.join(out_root, "results.json"), "w") as f:

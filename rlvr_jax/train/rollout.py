@@ -33,7 +33,8 @@ class Rollout:
     texts: list[str]  # B decoded completions
     rewards_B: np.ndarray  # float32
     correct_B: np.ndarray  # bool
-    verdicts: list  # B verifier verdicts (math, code or rubric), each with .reward/.correct/.status
+    # B verifier verdicts (math, code or rubric): .reward, .correct, .status, .verifier_error
+    verdicts: list
 
     @property
     def statuses(self) -> list[str]:
@@ -120,15 +121,8 @@ def stats(r: Rollout) -> dict[str, np.ndarray]:
         "lengths": np.asarray(r.sample.lengths_B),
         "stopped": np.asarray(r.sample.stopped_B),
         "no_answer": np.isin(statuses, ("no_answer", "no_code")),
-        "verifier_error": np.asarray([_verifier_error(v) for v in r.verdicts], bool),
+        "verifier_error": np.asarray([v.verifier_error for v in r.verdicts], bool),
     }
-
-
-def _verifier_error(verdict) -> bool:
-    """The verdict's own `verifier_error` when it has one (code: a program's timeout is not the
-    verifier's); else the math pool's statuses for a crashed or timed-out worker."""
-    own = getattr(verdict, "verifier_error", None)
-    return bool(own) if own is not None else verdict.status in ("verifier_error", "timeout")
 
 
 def concat(rollouts: Sequence[Rollout]) -> Rollout:
