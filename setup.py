@@ -23,6 +23,9 @@ setuptools.setup(
         "safetensors>=0.8.0,<0.9",
         "tokenizers>=0.23.3,<0.24",
         "transformers>=5.24.0,<5.25",
+        # transformers' apply_chat_template renders the chat template with jinja2 (not one of its
+        # own requirements): without it the warm start dies on a fresh machine.
+        "jinja2>=3.1,<4",
         "tqdm>=4.70.1,<4.71",
         "tensorboardX>=2.6.5,<2.7",
         "matplotlib>=3.9",

@@ -2,7 +2,7 @@
 
 Rewards from the group alone: cluster voting over math-equivalent final answers and the policy's
 self-certainty (from the sampler's own logits), combined by GDPO, with the KL-Cov penalty
-(RESEARCH.md 7). Same loop, flags and resume behaviour as grpo_math.py.
+(docs/rlif.md). Same loop, flags and resume behaviour as grpo_math.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every completion is graded per criterion (programmatic checks; judge criteria through a local
 model run by our sampler); POW3R reweights the criteria from each group's verdicts for the
-training reward, and evaluation keeps the human weights (RESEARCH.md 3). Same loop, flags and
+training reward, and evaluation keeps the human weights (docs/pow3r.md). Same loop, flags and
 resume behaviour as grpo_math.py.
 """
 

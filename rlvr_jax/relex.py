@@ -1,4 +1,4 @@
-"""RELEX: extrapolate RLVR weights along each tensor's rank-1 trajectory over time (RESEARCH.md §6,
+"""RELEX: extrapolate RLVR weights along each tensor's rank-1 trajectory over time (docs/relex.md,
 arXiv 2605.21468), in memory or streamed one tensor at a time from a run's orbax checkpoints.
 
 Shapes: T window steps, D = size of one flattened tensor, R = `RelexConfig.rank` components.

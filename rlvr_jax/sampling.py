@@ -88,7 +88,7 @@ class SampleOutput:
     mask_BxTc: jax.Array  # bool, True on generated tokens up to and including the stop token
     logps_BxTc: jax.Array  # float32, log-prob of each sampled token under the tempered policy
     # float32, self-certainty of each step's distribution, KL(U || pi) = -mean_v log pi_v - log V
-    # (RESEARCH.md 7), from the same logits as logps; 0 after a row stops.
+    # (docs/rlif.md), from the same logits as logps; 0 after a row stops.
     certainty_BxTc: jax.Array
     lengths_B: jax.Array  # int32, number of completion tokens
     stopped_B: jax.Array  # bool, ended on a stop token (False: ran out of max_new_tokens)

@@ -41,6 +41,39 @@ def test_delta_in_the_loop_logs_its_coefficients(tmp_path):
         assert r["delta/omega_mean"] == pytest.approx(1.0, abs=1e-5)
         assert 0 < r["delta/omega_min"] <= 1.0 + 1e-5
         assert r["delta/omega_max"] >= 1.0 - 1e-5
+        # float32 sampler and trainer on the same weights: the mismatch is rounding noise.
+        assert 0 <= r["rollout/mismatch_kl"] < 1e-5
+        assert r["rollout/mismatch_log_ratio_max"] < 1e-3
+
+
+def test_delta_with_several_updates_computes_its_coefficients_once(tmp_path):
+    """rl.num_updates=2: one pre-update pass over the whole batch (step.make_delta_fn) gives the
+    coefficients; the two updates then train on them."""
+    overrides = {**STEPS, "delta.enabled": True, "rl.num_updates": 2}
+    loop.run(small_config(**overrides), str(tmp_path))
+    trained = [r for r in _rows(tmp_path) if r["rollout/prompts"] > 0]
+    assert trained
+    for r in trained:
+        assert r["delta/omega_mean"] == pytest.approx(1.0, abs=1e-5)
+        assert "delta/gamma_pos" in r and r["train/skipped"] == 0
+
+
+def test_overlong_filter_takes_truncated_completions_out_of_the_loss(tmp_path):
+    """DAPO / TRL: a truncated completion carries no token of the loss (not only a zero
+    advantage): the trained token count is the stopped rows' tokens alone."""
+    L = 16
+    overrides = {**STEPS, "rl.overlong_filter": True, "sampling.max_new_tokens": L}
+    c = small_config(**overrides)
+    loop.run(c, str(tmp_path))
+    rows = _rows(tmp_path)
+    B = c.train.prompts_per_step * c.rl.group_size
+    assert any(r["rollout/truncated_frac"] > 0 for r in rows)  # not a vacuous pass
+    for r in rows:
+        truncated_tokens = r["rollout/truncated_frac"] * B * L  # a truncated row has L tokens
+        kept = r["rollout/len_mean"] * B - truncated_tokens
+        assert r["train/tokens"] == pytest.approx(kept, abs=1e-3)
+        if r["rollout/truncated_frac"] == 1.0:
+            assert r["train/loss"] == 0.0 and r["rl/entropy"] == 0.0
 
 
 def test_topd_samples_only_its_horizon_and_distills(tmp_path):
@@ -83,6 +116,10 @@ def test_research_configs_fail_with_the_key_named(tmp_path):
             small_config(**{"delta.enabled": True, "rl.loss_agg": "seq_mean_token_mean"}),
             str(tmp_path / "b"),
         )
+    old = small_config()
+    old.rlif.kl_cov = True  # the pre-issue-12 key: KL-Cov is a policy-loss mode now
+    with pytest.raises(research_lib.ResearchConfigError, match="rl.policy_loss='kl_cov'"):
+        loop.run(old, str(tmp_path / "c"))
 
 
 def test_topd_sampler_generates_ceil_rho_l_tokens():
@@ -113,7 +150,12 @@ def test_rlif_trains_without_reading_any_answer(tmp_path, monkeypatch):
 
     from rlvr_jax.train import setup as setup_lib
 
-    overrides = {**STEPS, "rlif.enabled": True, "rlif.kl_cov": True, "rlif.kl_cov_k_frac": 0.2}
+    overrides = {
+        **STEPS,
+        "rlif.enabled": True,
+        "rl.policy_loss": "kl_cov",
+        "rl.kl_cov_ratio": 0.2,
+    }
     loop.run(small_config(**overrides), str(tmp_path / "true"))
     load_data = setup_lib.load_data
 
@@ -125,7 +167,7 @@ def test_rlif_trains_without_reading_any_answer(tmp_path, monkeypatch):
     loop.run(small_config(**overrides), str(tmp_path / "corrupted"))
     a, b = _rows(tmp_path / "true"), _rows(tmp_path / "corrupted")
     keys = [k for k in a[0] if k.startswith(("train/", "rl/", "rlif/")) and "precision" not in k]
-    assert {"rlif/vote_reward", "rlif/self_certainty", "rlif/kl_cov_frac"} <= set(keys)
+    assert {"rlif/vote_reward", "rlif/self_certainty", "rl/kl_cov_frac"} <= set(keys)
     for ra, rb in zip(a, b, strict=True):
         assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}
     assert any(

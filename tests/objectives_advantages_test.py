@@ -21,11 +21,31 @@ def test_grpo_by_hand():
     # Group 0: mean 1/3, population std sqrt(2/9) = sqrt(2)/3 -> (2/3)/(sqrt2/3) = sqrt2, ...
     # Group 1: mean 1/2, population std sqrt(1/6)            -> 0.5*sqrt6 = sqrt(3/2), 0, ...
     expected = [S2, -S2 / 2, -S2 / 2, -S32, 0.0, S32]
-    np.testing.assert_allclose(advantages.grpo(REWARDS_2x3, 3, 0.0), expected, rtol=1e-6)
-    np.testing.assert_allclose(advantages.grpo(REWARDS_2x3, 3), expected, rtol=1e-5)
+    np.testing.assert_allclose(advantages.grpo(REWARDS_2x3, 3, 0.0, ddof=0), expected, rtol=1e-6)
+    np.testing.assert_allclose(advantages.grpo(REWARDS_2x3, 3, ddof=0), expected, rtol=1e-5)
     # eps is added to std: at eps = 1 the group-0 top advantage is (2/3) / (sqrt2/3 + 1).
-    eps1 = advantages.grpo(REWARDS_2x3, 3, 1.0)
+    eps1 = advantages.grpo(REWARDS_2x3, 3, 1.0, ddof=0)
     np.testing.assert_allclose(eps1[0], (2 / 3) / (S2 / 3 + 1), rtol=1e-6)
+
+
+def test_grpo_default_is_the_unbiased_std_of_verl_and_trl():
+    # verl and TRL divide by torch.std (ddof=1) + eps: group 0 = (1, 0, 0) has mean 1/3 and
+    # std sqrt(((2/3)^2 + 2 (1/3)^2) / 2) = sqrt(1/3), so A = (2/3) sqrt(3) = 2/sqrt(3), ...
+    r = np.asarray(REWARDS_2x3, np.float64).reshape(2, 3)
+    expected = ((r - r.mean(1, keepdims=True)) / (r.std(1, ddof=1, keepdims=True) + 1e-6)).ravel()
+    np.testing.assert_allclose(expected[0], 2 / math.sqrt(3), rtol=1e-5)
+    np.testing.assert_allclose(advantages.grpo(REWARDS_2x3, 3), expected, rtol=1e-6)
+    rl = rl_config.RLConfig(group_size=3)
+    assert rl.adv_std_ddof == 1
+    np.testing.assert_allclose(advantages.compute(REWARDS_2x3, rl), expected, rtol=1e-6)
+    # The population std scales every advantage by sqrt(G / (G - 1)) (1.15 at G = 4).
+    np.testing.assert_allclose(
+        advantages.grpo(REWARDS_2x3, 3, 0.0, ddof=0) / advantages.grpo(REWARDS_2x3, 3, 0.0),
+        np.where(expected != 0, math.sqrt(1.5), np.nan),
+        rtol=1e-5,
+    )
+    with pytest.raises(ValueError, match="RLConfig.adv_std_ddof=2"):
+        rl_config.RLConfig(adv_std_ddof=2)
 
 
 def test_dr_grpo_by_hand():

@@ -41,3 +41,50 @@ def test_overlong_mask_drops_truncated():
     truncated_B = np.array([True, False, False, True])
     np.testing.assert_array_equal(dapo.overlong_mask(truncated_B), [False, True, True, False])
     np.testing.assert_array_equal(dapo.overlong_mask([0, 1]), [True, False])
+
+
+def test_overlong_filter_removes_truncated_rows_from_the_loss_like_trl():
+    """TRL's mask_truncated_completions: completion_mask *= ~truncated before the loss, so a
+    truncated row leaves the token-mean denominator and keeps no KL or entropy term. Our loop
+    applies dapo.filter_overlong to the TrainBatch; the loss below is TRL's, written out."""
+    import jax.numpy as jnp
+
+    from rlvr_jax.objectives import policy_loss, rl_config
+    from rlvr_jax.train import state as state_lib
+
+    mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]], bool)
+    logps = np.array([[-1.0, -2.0, -0.5, 0.0], [-0.3, -0.2, -1.5, -0.9], [-2.0, -0.1, 0, 0]])
+    ref = logps + np.array([[0.2, -0.1, 0.3, 0.0], [0.5, 0.4, -0.6, 0.7], [-0.2, 0.1, 0, 0]])
+    entropy = np.array([[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 6.0, 7.0], [0.5, 1.5, 0, 0]])
+    adv = np.where(mask, np.array([1.0, -0.5, 2.0])[:, None], 0.0)
+    truncated = np.array([False, True, False])  # row 1 hit the length limit
+    batch = state_lib.TrainBatch(
+        prompt_BxTp=np.ones((3, 2), np.int32),
+        prompt_mask_BxTp=np.ones((3, 2), bool),
+        completion_BxTc=np.ones((3, 4), np.int32),
+        completion_mask_BxTc=mask,
+        old_logps_BxTc=logps.astype(np.float32),
+        adv_BxTc=adv.astype(np.float32),
+    )
+    kept = dapo.filter_overlong(batch, truncated)
+    beta, ent = 0.1, 0.01
+    rl = rl_config.RLConfig(group_size=3, beta=beta, entropy_coef=ent)
+    loss, _ = policy_loss.policy_loss(
+        jnp.asarray(logps, jnp.float32),
+        kept.old_logps_BxTc,
+        kept.adv_BxTc,
+        kept.completion_mask_BxTc,
+        rl=rl,
+        ref_logps_BxT=jnp.asarray(ref, jnp.float32),
+        entropy_BxT=jnp.asarray(entropy, jnp.float32),
+    )
+    # TRL: on policy (ratio 1), per-token -A + beta * k3 - ent * H, token mean over kept rows.
+    m = mask & ~truncated[:, None]
+    k3 = np.exp(ref - logps) - (ref - logps) - 1
+    per_token = -adv + beta * k3 - ent * entropy
+    expected = np.sum(per_token * m) / m.sum()  # 5 tokens, not 9
+    np.testing.assert_allclose(float(loss), expected, rtol=1e-6)
+    assert not np.asarray(kept.completion_mask_BxTc)[1].any()
+    # Zeroing only the advantage (the old behaviour) would keep row 1's KL and entropy.
+    stale = np.sum((-np.where(truncated[:, None], 0, adv) + beta * k3 - ent * entropy) * mask)
+    assert abs(stale / mask.sum() - expected) > 0.05

@@ -80,14 +80,32 @@ def test_gdpo_by_hand():
     # S = (1 - 0.25, -1 + 0.25, 0.25, -0.25); mean 0, std sqrt((2 * 0.5625 + 2 * 0.0625) / 4).
     S = np.array([0.75, -0.75, 0.25, -0.25])
     expected = S / math.sqrt(0.3125)
-    adv = rlif.gdpo_advantages(rewards_BxR, (1.0, 0.25), G=2, eps=0.0)
+    adv = rlif.gdpo_advantages(rewards_BxR, (1.0, 0.25), G=2, eps=0.0, ddof=0)
     assert adv.dtype == jnp.float32
     np.testing.assert_allclose(adv, expected, rtol=1e-6)
     # Default eps = 1e-6 only nudges the result; jit gives the same.
-    jitted = jax.jit(rlif.gdpo_advantages, static_argnames="G")
+    jitted = jax.jit(rlif.gdpo_advantages, static_argnames=("G", "ddof"))
     np.testing.assert_allclose(
-        jitted(rewards_BxR, jnp.array([1.0, 0.25]), G=2), expected, rtol=1e-5
+        jitted(rewards_BxR, jnp.array([1.0, 0.25]), G=2, ddof=0), expected, rtol=1e-5
     )
+
+
+def test_gdpo_default_uses_unbiased_stds_like_the_authors():
+    """The GDPO authors' code normalises with torch's std (unbiased, ddof=1) in the group and over
+    the batch; the reference below is that formula written out."""
+    rewards_BxR = np.array([[1.0, 0.2], [0.0, 0.8], [1.0, 0.5], [1.0, 0.1], [0.0, 0.3], [1.0, 0.9]])
+    w, G, eps = np.array([1.0, 0.25]), 3, 1e-6
+    r_PxGxR = rewards_BxR.reshape(-1, G, 2)
+    mean = r_PxGxR.mean(1, keepdims=True)
+    std = r_PxGxR.std(1, ddof=1, keepdims=True)
+    a_PxGxR = np.where(std > 0, (r_PxGxR - mean) / (std + eps), 0.0)
+    S = (a_PxGxR.reshape(-1, 2) * w).sum(1)
+    expected = (S - S.mean()) / (S.std(ddof=1) + eps)
+    adv = rlif.gdpo_advantages(jnp.asarray(rewards_BxR), w, G=G)
+    np.testing.assert_allclose(adv, expected, rtol=1e-5)
+    # Population stds differ by sqrt(B/(B-1)) over the batch: the default is not that.
+    pop = rlif.gdpo_advantages(jnp.asarray(rewards_BxR), w, G=G, ddof=0)
+    assert abs(float(pop[0]) - expected[0]) > 0.02
 
 
 def test_gdpo_keeps_reward_combinations_apart():
@@ -99,65 +117,6 @@ def test_gdpo_keeps_reward_combinations_apart():
     assert abs(float(gdpo[0] - gdpo[2])) > 0.5
     flat = rlif.gdpo_advantages(jnp.ones((4, 2)), (1.0, 1.0), G=2)
     np.testing.assert_array_equal(flat, 0.0)  # every group flat: all zero, no nan
-
-
-def _kl_cov_batch():
-    logps_BxT = jnp.array([[-0.1, -2.0, -0.5, 9.0], [-1.0, -0.2, -3.0, -0.7]])
-    old_BxT = logps_BxT - jnp.array([[0.2, -0.3, 0.1, 5.0], [0.4, -0.6, 0.05, 0.2]])
-    adv_BxT = jnp.array([[1.0, 1.0, 1.0, 50.0], [-1.0, -1.0, -1.0, -1.0]])
-    mask_BxT = jnp.array([[1, 1, 1, 0], [1, 1, 1, 1]], bool)  # (0, 3): padding with huge values
-    return logps_BxT, old_BxT, adv_BxT, mask_BxT
-
-
-def test_kl_cov_selects_top_k_by_hand():
-    logps, old, adv, mask = _kl_cov_batch()
-    lp = np.array([-0.1, -2.0, -0.5, -1.0, -0.2, -3.0, -0.7])  # the 7 valid tokens, row-major
-    a = np.array([1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0])
-    cov = (lp - lp.mean()) * (a - a.mean())
-    flat_valid = [0, 1, 2, 4, 5, 6, 7]  # their positions in the flattened 2x4 batch
-    for k_frac, k in ((0.2, 2), (0.5, 4), (1 / 7, 1), (0.0, 0), (1.0, 7)):  # k = ceil(k_frac*7)
-        pen, sel = rlif.kl_cov_penalty(logps, old, adv, mask, k_frac, coef=2.0)
-        expected = np.zeros(8, bool)
-        expected[[flat_valid[i] for i in np.argsort(-cov, kind="stable")[:k]]] = True
-        np.testing.assert_array_equal(np.asarray(sel).reshape(-1), expected, err_msg=f"{k_frac}")
-        diff = np.abs(np.asarray(logps - old, np.float64)).reshape(-1)
-        np.testing.assert_allclose(np.asarray(pen).reshape(-1), 2.0 * diff * expected, rtol=1e-6)
-    # By hand: the top token is (1, 2): logp -3 far below the mean (-15/14) with A below its mean
-    # (-1/7), Cov = (-3 + 15/14)(-1 + 1/7) = 81/49; then (0, 0): (-0.1 + 15/14)(1 + 1/7) = 1.11.
-    np.testing.assert_array_equal(np.argsort(-cov)[:2], [5, 0])
-    np.testing.assert_allclose(cov[5], 81 / 49, rtol=1e-12)
-    # Exact ceil: 0.6 * 25 is 15 tokens; ceil(float32(0.6) * 25) would be 16.
-    ones_5x5 = jnp.ones((5, 5))
-    _, sel = rlif.kl_cov_penalty(ones_5x5, ones_5x5, ones_5x5, ones_5x5, 0.6, 1.0)
-    assert int(sel.sum()) == 15
-
-
-def test_kl_cov_ties_and_padding():
-    # All covariances equal (0): the lowest flat indices win; padding never does, even at k=N.
-    logps = jnp.full((2, 3), -1.0)
-    mask = jnp.array([[0, 1, 1], [1, 1, 0]], bool)
-    _, sel = rlif.kl_cov_penalty(logps, logps, jnp.zeros((2, 3)), mask, 0.5, 1.0)
-    np.testing.assert_array_equal(sel, [[False, True, True], [False, False, False]])
-    _, sel = rlif.kl_cov_penalty(logps, logps, jnp.zeros((2, 3)), mask, 1.0, 1.0)
-    np.testing.assert_array_equal(sel, mask)
-    pen, sel = rlif.kl_cov_penalty(logps, logps, logps, jnp.zeros((2, 3), bool), 1.0, 1.0)
-    assert not sel.any() and float(pen.sum()) == 0.0
-
-
-def test_kl_cov_gradient_only_through_selected():
-    logps, old, adv, mask = _kl_cov_batch()
-    logps = logps.at[0, 3].set(jnp.nan)  # nan padding must not leak into the gradient
-
-    def loss(lp):
-        pen, _ = rlif.kl_cov_penalty(lp, old, adv, mask, 0.5, 3.0)
-        return jnp.sum(pen)
-
-    grad = jax.jit(jax.grad(loss))(logps)
-    _, sel = rlif.kl_cov_penalty(logps, old, adv, mask, 0.5, 3.0)
-    sign = np.sign(np.asarray(logps - old))
-    expected = np.where(np.asarray(sel), 3.0 * sign, 0.0)
-    np.testing.assert_allclose(grad, expected, rtol=1e-6)
-    assert int(sel.sum()) == 4 and np.all(np.isfinite(grad))
 
 
 @pytest.mark.parametrize(
@@ -172,8 +131,8 @@ def test_kl_cov_gradient_only_through_selected():
         (dict(soft_share=1), "soft_share"),
         (dict(tie_break="random"), "tie_break"),
         (dict(adv_eps=-1.0), "adv_eps"),
-        (dict(kl_cov_k_frac=1.5), "kl_cov_k_frac"),
-        (dict(kl_cov_coef=-0.1), "kl_cov_coef"),
+        (dict(adv_std_ddof=2), "adv_std_ddof"),
+        (dict(adv_std_ddof=True), "adv_std_ddof"),
     ],
 )
 def test_config_validation_names_the_field(kw, field):
@@ -186,4 +145,4 @@ def test_config_defaults_and_lists():
     assert cfg.rewards == ("cluster_vote",) and isinstance(cfg.weights, tuple)
     hash(cfg)  # a static jit argument
     default = rlif.RLIFConfig()
-    assert default.kl_cov_k_frac == 0.002 and default.kl_cov_coef == 1.0
+    assert default.adv_std_ddof == 1 and default.adv_eps == 1e-6

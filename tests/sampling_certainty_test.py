@@ -1,5 +1,5 @@
 """The sampler's per-token self-certainty equals RLIF's self-certainty of a teacher-forced forward
-pass over the same tokens (RESEARCH.md 7: computed online, from the sampler's own logits)."""
+pass over the same tokens (docs/rlif.md: computed online, from the sampler's own logits)."""
 
 import jax
 import jax.numpy as jnp

@@ -47,6 +47,28 @@ def test_delta_is_the_same_from_the_loss_forward_and_from_the_prepass(params):  
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_delta_once_before_several_updates_uses_the_whole_batch(params):  # noqa: F811
+    """rl.num_updates > 1: the authors compute the coefficients once, over the whole rollout
+    batch, with the pre-update policy. make_delta_fn does; per mini-batch (the old behaviour)
+    gives other coefficients."""
+    batch = _batch(params, seed=5)
+    cfg = delta_lib.DeltaConfig(enabled=True)
+    out, stats = step_lib.make_delta_fn(model_cfg=CFG, delta=cfg, num_micro=2)(params, batch)
+    # Reference: v = (1 - p) h from one plain forward of the whole batch, then the coefficients.
+    rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
+    fwd = step_lib.completion_forward(params, *rows, batch.completion_mask_BxTc, model_cfg=CFG)
+    v = (1.0 - np.exp(np.asarray(fwd.logps_BxTc)))[..., None] * np.asarray(fwd.hidden_BxTcxD)
+    mask = batch.completion_mask_BxTc
+    adv_B = np.asarray(batch.adv_BxTc)[:, 0]
+    omega, _ = delta_lib.coefficients(jnp.asarray(v), jnp.asarray(adv_B), mask, gamma=cfg.gamma)
+    np.testing.assert_allclose(out.adv_BxTc, batch.adv_BxTc * np.asarray(omega), atol=1e-5)
+    np.testing.assert_allclose(stats["delta/omega_mean"], 1.0, atol=1e-5)
+    # Each half on its own (what two mini-batches computed before) normalises differently.
+    half = jax.tree.map(lambda x: x[::2], batch)
+    out_half, _ = step_lib.make_delta_fn(model_cfg=CFG, delta=cfg)(params, half)
+    assert np.max(np.abs(np.asarray(out_half.adv_BxTc) - np.asarray(out.adv_BxTc)[::2])) > 1e-3
+
+
 def test_distil_loss_in_the_step_is_the_forward_ce(params):  # noqa: F811
     batch = _batch(params, seed=5)
     B, Tc = batch.completion_BxTc.shape

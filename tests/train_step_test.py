@@ -115,3 +115,24 @@ def test_reference_micro_batches_give_the_same_log_probs(params):
         np.testing.assert_allclose(micro, whole, atol=1e-5)
     with pytest.raises(ValueError, match="4 rows do not split into 3 reference micro-batches"):
         step_lib.make_logps_fn(model_cfg=CFG, num_micro=3)(params, *rows)
+
+
+@pytest.mark.parametrize("num_micro", [1, 2])
+def test_logged_token_means_ignore_padding_rows_under_every_aggregation(params, num_micro):
+    """rl/entropy and rl/ratio_mean are true token means of the real completion tokens, whatever
+    loss_agg: a constant-denominator aggregation counts padding rows, the metrics must not."""
+    batch = _batch(params, seed=4)
+    mask = batch.completion_mask_BxTc
+    rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc, mask)
+    _, entropy = jax.jit(lambda p, *r: step_lib.completion_logps(p, *r, model_cfg=CFG))(
+        params, *rows
+    )
+    expected = float(np.sum(np.where(mask, entropy, 0.0)) / mask.sum())
+    padded = jax.tree.map(lambda x: np.concatenate([x, np.zeros_like(x)]), batch)  # 4 empty rows
+    for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
+        rl = dataclasses.replace(RL, loss_agg=agg, norm_len=8)
+        step = step_lib.make_train_step(model_cfg=CFG, rl=rl, optimizer=OPT, num_micro=num_micro)
+        _, m = step(state_lib.init_state(_copy(params), OPT), padded)
+        np.testing.assert_allclose(m["rl/entropy"], expected, rtol=1e-5, err_msg=agg)
+        np.testing.assert_allclose(m["rl/ratio_mean"], 1.0, rtol=1e-5, err_msg=agg)
+        assert float(m["rl/approx_kl"]) < 1e-6 and float(m["rl/log_ratio_abs_max"]) < 1e-5

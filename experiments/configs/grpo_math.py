@@ -49,9 +49,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         group_size=8,  # G
         adv_estimator="grpo",
         adv_eps=1e-6,
+        adv_std_ddof=1,  # group std: 1 unbiased (verl, TRL), 0 population
         eps_low=0.2,
         eps_high=0.28,  # clip-higher
         dual_clip=config_dict.placeholder(float),
+        # ppo_clip | kl_cov | clip_cov (docs/rlif.md); ratios are shares of the valid tokens
+        policy_loss="ppo_clip",
+        kl_cov_ratio=0.002,
+        kl_cov_coef=1.0,
+        clip_cov_ratio=0.0002,
+        clip_cov_lb=1.0,
+        clip_cov_ub=5.0,
         beta=0.0,  # KL coefficient; 0 loads no reference
         kl_estimator="k3",
         loss_agg="token_mean",
@@ -100,7 +108,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # sampler: () samples on the training mesh; a (data, fsdp, tensor) shape samples on a sub-mesh
     # (or another layout) of the same devices, weights resharded once per rollout.
     c.mesh = dict(shape=(-1, 1, 1), sampler=())
-    # Research objectives (RESEARCH.md 2, 4, 5), all off here; experiments/configs/opd_math.py and
+    # Research objectives (docs/delta.md, docs/opd.md, docs/distil.md), all off here; experiments/configs/opd_math.py and
     # distil_math.py switch them on. DelTA: per-token advantage coefficients (token_mean only).
     c.delta = dict(enabled=False, lam_min=0.8, lam_max=1.2, iters=1, chunk=0)
     # OPD: teacher = HF folder sharing the tokenizer; horizon full | truncated (TOPD, rho) |
@@ -128,9 +136,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         teacher_path="",
         grpo_coef=0.0,
     )
-    # Label-free RLIF (RESEARCH.md 7): rewards cluster_vote and/or self_certainty, combined by
-    # GDPO; no reference answer is read for training. kl_cov: the KL-Cov penalty, with any
-    # objective (kl_cov_k_frac of the tokens, by covariance of log-prob and advantage).
+    # Label-free RLIF (docs/rlif.md): rewards cluster_vote and/or self_certainty, combined by
+    # GDPO; no reference answer is read for training. The recipe's KL-Cov is rl.policy_loss.
     c.rlif = dict(
         enabled=False,
         rewards=("cluster_vote", "self_certainty"),
@@ -138,9 +145,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         soft_share=False,
         tie_break="first",
         adv_eps=1e-6,
-        kl_cov=False,
-        kl_cov_k_frac=0.002,
-        kl_cov_coef=1.0,
+        adv_std_ddof=1,  # GDPO's group and batch stds: 1 unbiased (the authors'), 0 population
     )
 
     if arg["preset"] == "qwen2p5_math_1p5b":

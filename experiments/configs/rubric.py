@@ -1,4 +1,4 @@
-"""Rubric-reward GRPO with POW3R on the embedded rubric task (RESEARCH.md 3).
+"""Rubric-reward GRPO with POW3R on the embedded rubric task (docs/pow3r.md).
 
 Run:    python experiments/rubric.py --workdir=/tmp/rubric_pow3r
         python experiments/rubric.py --workdir=/tmp/rubric_vanilla \

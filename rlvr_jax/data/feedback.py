@@ -1,4 +1,4 @@
-"""Rich feedback for DistIL's teacher context (RESEARCH.md 5): a verifier hint that locates the
+"""Rich feedback for DistIL's teacher context (docs/distil.md): a verifier hint that locates the
 first wrong step of a synthetic worked solution, a correct sibling rollout, or the reference.
 
 Host-side text only. A worked step is any `a op b = c` in the completion (op in + - *), in order.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import logging
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -23,6 +24,21 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tok
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 Ids = Sequence[int] | np.ndarray  # one sequence of token ids (lists, numpy or jax arrays)
+
+
+class _NoTorchBanner(logging.Filter):
+    """Drops transformers' import-time "PyTorch was not found" advice and nothing else: JAX users
+    load only tokenizers and configs, which need no torch."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("PyTorch was not found")
+
+
+def _silence_torch_banner() -> None:
+    """Installs _NoTorchBanner on transformers' root logger once (before its first import)."""
+    logger = logging.getLogger("transformers")
+    if not any(isinstance(f, _NoTorchBanner) for f in logger.filters):
+        logger.addFilter(_NoTorchBanner())
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -124,6 +140,7 @@ def load_tokenizer(folder: str | os.PathLike) -> Tokenizer:
     if not any(os.path.isfile(os.path.join(folder, name)) for name in TOKENIZER_FILES):
         raise FileNotFoundError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)}) in {folder!r}")
     # Imported here: transformers takes seconds to import and only loading needs it.
+    _silence_torch_banner()
     import transformers
 
     hf = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)

@@ -1,4 +1,4 @@
-"""Group-relative advantages of outcome rewards: GRPO, Dr. GRPO and RLOO (RESEARCH.md 1.1-1.2).
+"""Group-relative advantages of outcome rewards: GRPO, Dr. GRPO and RLOO (docs/grpo.md).
 
 `rewards_B` is group-major: rows p*G .. p*G+G-1 are the G completions of prompt p. Every estimator
 returns `adv_B` in float32, and gives exactly 0 to every member of a zero-variance group (all
@@ -26,15 +26,19 @@ def _groups(rewards_B: jax.Array, G: int) -> tuple[jax.Array, jax.Array]:
     return r_PxG, flat_P
 
 
-def grpo(rewards_B: jax.Array, G: int, eps: float = 1e-6) -> jax.Array:
+def grpo(rewards_B: jax.Array, G: int, eps: float = 1e-6, ddof: int = 1) -> jax.Array:
     """GRPO (Shao et al. 2024, arXiv 2402.03300): A_i = (r_i - mean(r)) / (std(r) + eps).
 
-    std is the population std (ddof=0) over the group's G rewards; eps = 1e-6 by default (as in
-    verl). Zero-variance groups get A = 0.
+    std is over the group's G rewards with `ddof` delta degrees of freedom: 1 (default) is the
+    unbiased std that verl, TRL and the GDPO authors use (torch.std); 0 the population std, which
+    makes every advantage sqrt((G-1)/G) of theirs (0.87 at G=4). eps = 1e-6 by default (verl's;
+    TRL's is 1e-4). Zero-variance groups get A = 0; G = 1 groups are always flat.
     """
+    if ddof not in (0, 1):
+        raise ValueError(f"ddof={ddof!r} must be 0 (population std) or 1 (unbiased std)")
     r_PxG, flat_P = _groups(rewards_B, G)
     mean_Px1 = jnp.mean(r_PxG, axis=1, keepdims=True)
-    std_Px1 = jnp.std(r_PxG, axis=1, keepdims=True)  # ddof=0
+    std_Px1 = jnp.std(r_PxG, axis=1, keepdims=True, ddof=ddof if G > 1 else 0)
     # Flat groups divide by 1, so eps = 0 is safe too (no 0/0 even in the discarded branch).
     adv_PxG = (r_PxG - mean_Px1) / jnp.where(flat_P[:, None], 1.0, std_Px1 + eps)
     return jnp.where(flat_P[:, None], 0.0, adv_PxG).reshape(-1)
@@ -66,7 +70,7 @@ def rloo(rewards_B: jax.Array, G: int) -> jax.Array:
 def compute(rewards_B: jax.Array, rl: rl_config.RLConfig) -> jax.Array:
     """Advantages of `rewards_B` by `rl.adv_estimator`, with groups of `rl.group_size`."""
     if rl.adv_estimator == "grpo":
-        return grpo(rewards_B, rl.group_size, rl.adv_eps)
+        return grpo(rewards_B, rl.group_size, rl.adv_eps, rl.adv_std_ddof)
     elif rl.adv_estimator == "dr_grpo":
         return dr_grpo(rewards_B, rl.group_size)
     elif rl.adv_estimator == "rloo":

@@ -1,4 +1,4 @@
-"""DAPO's host-side batch shaping (Yu et al. 2025, arXiv 2503.14476; RESEARCH.md 1.3): dynamic
+"""DAPO's host-side batch shaping (Yu et al. 2025, arXiv 2503.14476; docs/dapo.md): dynamic
 sampling's group filter, overlong filtering and the soft overlong punishment. numpy, no jit."""
 
 # pylint: disable=invalid-name
@@ -41,6 +41,15 @@ def soft_overlong_penalty(lengths_B: np.ndarray, max_len: int, cache_len: int) -
 
 
 def overlong_mask(truncated_B: np.ndarray) -> np.ndarray:
-    """Overlong filtering: keep_B is False for completions cut off at the length limit, so their
-    tokens are masked out of the loss (their reward says nothing about the answer)."""
+    """Overlong filtering: keep_B is False for completions cut off at the length limit (their
+    reward says nothing about the answer)."""
     return ~np.asarray(truncated_B, dtype=bool)
+
+
+def filter_overlong(batch, truncated_B: np.ndarray):
+    """The TrainBatch with the completion mask of truncated rows zeroed: they leave the loss
+    entirely (no policy-gradient, KL or entropy term, and out of every aggregation's token and
+    sequence counts), as DAPO and TRL's mask_truncated_completions do. Zeroing only their
+    advantage would keep them in the token-mean denominator and keep their KL and entropy."""
+    keep_Bx1 = overlong_mask(truncated_B)[:, None]
+    return batch.replace(completion_mask_BxTc=np.asarray(batch.completion_mask_BxTc) & keep_Bx1)

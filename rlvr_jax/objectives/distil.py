@@ -1,9 +1,9 @@
 """DistIL: forward cross-entropy to a feedback-conditioned, stop-gradient teacher over on-policy
-prefixes, with an optional REINFORCE term on the cross-entropy return-to-go (RESEARCH.md 5).
+prefixes, with an optional REINFORCE term on the cross-entropy return-to-go (docs/distil.md).
 
 Agrawal, Fein-Ashley, Rashidinejad, "Reinforcement Learning from Rich Feedback with Distributional
 DAgger" (arXiv 2606.05152). No official code exists: the top-k teacher, the group-mean baseline and
-the token-mean normalisation are RESEARCH.md's [formalization], with their knobs in DistilConfig.
+the token-mean normalisation are a formalization (docs/distil.md), with their knobs in DistilConfig.
 """
 
 # pylint: disable=invalid-name
@@ -123,7 +123,7 @@ def distil_loss(
 
     loss = mean_t H_t                                          (token-local forward CE)
          + mean_t sg[rtg_t - b_t] * log pi_theta(y_t|s_t)      (if sequence_term)
-    with rtg_t = sum_{t'>t} H_t' and b_t the group baseline, so the gradient is RESEARCH.md 5's
+    with rtg_t = sum_{t'>t} H_t' and b_t the group baseline, so the gradient is docs/distil.md's
     sum_t grad H_t + sum_t grad log pi(y_t) (sum_{t'>t} H_t' - b_t), over the valid-token count.
     `student_logps_BxTc` are log pi_theta of the sampled tokens y_t, from the same forward pass as
     the logits (differentiable). Metrics: distil/ce, distil/rtg, distil/baseline,
@@ -168,7 +168,7 @@ class DistilConfig:
     """
 
     enabled: bool = False
-    top_k: int = 20  # teacher tokens kept per position, renormalised (RESEARCH.md: 20-100)
+    top_k: int = 20  # teacher tokens kept per position, renormalised (docs/distil.md: 20-100)
     sequence_term: bool = False  # add the REINFORCE term on the CE return-to-go
     coef: float = 1.0  # weight of the DistIL loss
     feedback: str = "verifier"  # one of FEEDBACKS: verifier hint, correct sibling, reference

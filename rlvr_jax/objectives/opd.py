@@ -1,5 +1,5 @@
 """On-policy distillation (OPD): per-token reverse-KL advantages against a teacher, the hybrid
-GRPO + OPD advantage, and the TOPD / POPD rollout horizons (RESEARCH.md 4.1, 4.3).
+GRPO + OPD advantage, and the TOPD / POPD rollout horizons (docs/opd.md).
 """
 
 # pylint: disable=invalid-name
@@ -113,7 +113,7 @@ def horizon_tokens(cfg: OPDConfig, step: int, full_len: int) -> int:
 
     full: L.  truncated (TOPD): ceil(rho * L).  linear (POPD): min(L, ceil(H_0 + (L - H_0) * k /
     K_ramp)) with H_0 = ceil(h0_frac * L).  staged (POPD): ceil(f * L) for the last stage whose
-    start_step <= k.  Always an int in [1, L] (arXiv 2605.31490; the schedule is RESEARCH.md's
+    start_step <= k.  Always an int in [1, L] (arXiv 2605.31490; the schedule is a formalization, docs/opd.md
     formalization). Host-side Python: the sampler's max_new_tokens is static.
     """
     if not is_int(full_len) or full_len < 1:

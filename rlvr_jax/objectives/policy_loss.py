@@ -1,6 +1,7 @@
 """The token-level policy loss: PPO clipped surrogate with DAPO's asymmetric clip and an optional
-dual clip, a KL penalty to a reference policy, an entropy bonus, and the masked aggregation modes
-(RESEARCH.md 1.1-1.5). Also float32 log-prob and entropy helpers over logits.
+dual clip, or KL-Cov / Clip-Cov (`RLConfig.policy_loss`), a KL penalty to a reference policy, an
+entropy bonus, and the masked aggregation modes (docs/grpo.md, docs/rlif.md). Also float32 log-prob
+and entropy helpers over logits.
 """
 
 # pylint: disable=invalid-name
@@ -10,7 +11,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlvr_jax.objectives import rl_config
+from rlvr_jax.objectives import cov, rl_config
 
 
 def token_logps(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
@@ -92,19 +93,26 @@ def policy_loss(
     rl: rl_config.RLConfig,
     ref_logps_BxT: jax.Array | None = None,
     entropy_BxT: jax.Array | None = None,
+    key: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The scalar loss to minimise, and float32 metrics (masked token means unless noted).
 
-    Per token, with rho = exp(logp - old_logp) (PPO, Schulman et al. 2017; DAPO clip-higher):
-      pg = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)
-      pg = min(pg, c * |A|) where A < 0, if rl.dual_clip = c (Ye et al. 2020, arXiv 1912.09729)
+    Per token, with rho = exp(logp - old_logp), by rl.policy_loss:
+      ppo_clip (PPO, Schulman et al. 2017; DAPO clip-higher):
+        pg = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)
+        pg = min(pg, c * |A|) where A < 0, if rl.dual_clip = c (Ye et al. 2020, arXiv 1912.09729)
+      kl_cov (Cui et al. 2025, arXiv 2505.22617; verl): no clip, pg = -A * rho, plus
+        kl_cov_coef * |logp - old_logp| on the cov.kl_cov_select tokens
+      clip_cov: ppo_clip's pg, zeroed (no gradient) on the cov.clip_cov_select tokens (random by
+        `key`, which clip_cov needs)
       loss = pg + beta * KL_est(pi_theta || pi_ref) - entropy_coef * entropy
     reduced by `aggregate(., mask, rl.loss_agg, rl.norm_len)`. old_logps, adv and ref_logps are
     constants (stop-gradient). Metrics: rl/clip_frac (= clip_frac_low + clip_frac_high: tokens
     whose PPO clip is active, i.e. A > 0 and rho > 1 + eps_high, or A < 0 and rho < 1 - eps_low),
     rl/dual_clip_frac (if dual_clip), rl/approx_kl (k3 estimate of KL(pi_old || pi_theta)),
-    rl/ratio_mean, rl/ratio_max (over unmasked tokens), rl/pg_loss (aggregated like the loss),
-    rl/kl (whenever ref_logps is given), rl/entropy (whenever entropy is given).
+    rl/ratio_mean, rl/ratio_max and rl/log_ratio_abs_max (over unmasked tokens), rl/pg_loss
+    (aggregated like the loss), rl/kl (whenever ref_logps is given), rl/entropy (whenever entropy
+    is given), rl/kl_cov_frac or rl/clip_cov_frac (the share of tokens selected).
     """
     chex.assert_rank(logps_BxT, 2)
     chex.assert_equal_shape([logps_BxT, old_logps_BxT, adv_BxT, mask_BxT])
@@ -130,10 +138,34 @@ def policy_loss(
 
     ratio_BxT = jnp.exp(logps_BxT - old_logps_BxT)
     clipped_BxT = jnp.clip(ratio_BxT, 1.0 - rl.eps_low, 1.0 + rl.eps_high)
-    pg_BxT = jnp.maximum(-adv_BxT * ratio_BxT, -adv_BxT * clipped_BxT)
-    if rl.dual_clip is not None:
-        # A bad token whose ratio exploded would otherwise dominate the batch: cap at c * |A|.
-        pg_BxT = jnp.where(adv_BxT < 0, jnp.minimum(pg_BxT, -adv_BxT * rl.dual_clip), pg_BxT)
+    extra = {}
+    if rl.policy_loss == "kl_cov":  # verl's KL-Cov replaces the clipped surrogate entirely
+        selected_BxT = cov.kl_cov_select(logps_BxT, adv_BxT, mask_BxT, rl.kl_cov_ratio)
+        # where before abs: unselected slots carry neither value nor gradient.
+        penalty_BxT = jnp.abs(jnp.where(selected_BxT, logps_BxT - old_logps_BxT, 0.0))
+        pg_BxT = -adv_BxT * ratio_BxT + rl.kl_cov_coef * penalty_BxT
+        extra["rl/kl_cov_frac"] = tok_mean(selected_BxT)
+    else:
+        unclipped_BxT = -adv_BxT * ratio_BxT
+        pg_BxT = jnp.maximum(unclipped_BxT, -adv_BxT * clipped_BxT)
+        if rl.dual_clip is not None:
+            # A bad token whose ratio exploded would otherwise dominate the batch: cap at c |A|.
+            pg_BxT = jnp.where(adv_BxT < 0, jnp.minimum(pg_BxT, -adv_BxT * rl.dual_clip), pg_BxT)
+        if rl.policy_loss == "clip_cov":
+            if key is None:
+                raise ValueError("RLConfig.policy_loss='clip_cov' needs a PRNG key")
+            detached_BxT = cov.clip_cov_select(
+                logps_BxT,
+                adv_BxT,
+                mask_BxT,
+                pg_BxT > unclipped_BxT,  # already clipped by PPO (verl's clip_by_origin)
+                key,
+                ratio=rl.clip_cov_ratio,
+                lb=rl.clip_cov_lb,
+                ub=rl.clip_cov_ub,
+            )
+            pg_BxT = jnp.where(detached_BxT, 0.0, pg_BxT)
+            extra["rl/clip_cov_frac"] = tok_mean(detached_BxT)
     loss_BxT = pg_BxT
 
     high_BxT = (ratio_BxT > 1.0 + rl.eps_high) & (adv_BxT > 0)
@@ -146,7 +178,9 @@ def policy_loss(
         "rl/approx_kl": tok_mean(kl(old_logps_BxT, logps_BxT, "k3")),
         "rl/ratio_mean": tok_mean(ratio_BxT),
         "rl/ratio_max": jnp.max(jnp.where(mask_BxT, ratio_BxT, 0.0)),  # ratio > 0: 0 if empty
+        "rl/log_ratio_abs_max": jnp.max(jnp.abs(logps_BxT - old_logps_BxT)),  # 0 on padding
         "rl/pg_loss": aggregate(pg_BxT, mask_BxT, rl.loss_agg, rl.norm_len),
+        **extra,
     }
     if rl.dual_clip is not None:
         metrics["rl/dual_clip_frac"] = tok_mean((adv_BxT < 0) & (ratio_BxT > rl.dual_clip))

@@ -1,5 +1,6 @@
 """RLConfig: the typed, validated knobs of the RL objective (advantages, clipping, KL, aggregation,
-DAPO's dynamic sampling and overlong handling). See RESEARCH.md section 1."""
+DAPO's dynamic sampling and overlong handling, the policy-loss mode). See docs/grpo.md and
+docs/dapo.md."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import math
 ADV_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
 KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+POLICY_LOSSES = ("ppo_clip", "kl_cov", "clip_cov")
 
 
 def is_int(x) -> bool:
@@ -33,9 +35,19 @@ class RLConfig:
     group_size: int = 8  # G, completions per prompt
     adv_estimator: str = "grpo"  # one of ADV_ESTIMATORS
     adv_eps: float = 1e-6  # GRPO: (r - mean) / (std + adv_eps)
+    adv_std_ddof: int = 1  # GRPO's group std: 1 unbiased (verl, TRL), 0 population
     eps_low: float = 0.2  # ratio clipped below at 1 - eps_low
     eps_high: float = 0.2  # ratio clipped above at 1 + eps_high (DAPO clip-higher: 0.28)
     dual_clip: float | None = None  # c > 1: for A < 0 the token loss is capped at c * |A|
+    # The token loss, one of POLICY_LOSSES (docs/rlif.md): the PPO clip; KL-Cov (no clip, a
+    # |logp - old_logp| penalty on the top-covariance tokens); Clip-Cov (the PPO clip, a random
+    # share of the tokens with covariance in (lb, ub) detached). Defaults are verl's.
+    policy_loss: str = "ppo_clip"
+    kl_cov_ratio: float = 0.002  # share of the valid tokens KL-Cov penalises
+    kl_cov_coef: float = 1.0  # weight of |logp - old_logp| on them (verl's ppo_kl_coef)
+    clip_cov_ratio: float = 0.0002  # share of the valid tokens Clip-Cov detaches
+    clip_cov_lb: float = 1.0  # Clip-Cov's candidates have lb < Cov < ub
+    clip_cov_ub: float = 5.0
     beta: float = 0.0  # KL(pi_theta || pi_ref) coefficient; 0 needs no reference model
     kl_estimator: str = "k3"  # one of KL_ESTIMATORS
     loss_agg: str = "token_mean"  # one of LOSS_AGGS
@@ -57,15 +69,18 @@ class RLConfig:
             ("adv_estimator", ADV_ESTIMATORS),
             ("kl_estimator", KL_ESTIMATORS),
             ("loss_agg", LOSS_AGGS),
+            ("policy_loss", POLICY_LOSSES),
         ):
             if getattr(self, name) not in options:
                 fail(name, f"is not one of {options}")
         for name in ("dynamic_sampling", "overlong_filter", "overlong_penalty"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be a bool")
-        for name in ("adv_eps", "eps_low", "eps_high", "beta", "entropy_coef"):
+        for name in ("adv_eps", "eps_low", "eps_high", "beta", "entropy_coef", "kl_cov_coef"):
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "must be a finite number >= 0")
+        if self.adv_std_ddof not in (0, 1) or not is_int(self.adv_std_ddof):
+            fail("adv_std_ddof", "must be 0 (population std) or 1 (unbiased std, verl/TRL)")
         if not is_int(self.group_size) or self.group_size < 1:
             fail("group_size", "must be an int >= 1")
         if self.adv_estimator == "rloo" and self.group_size < 2:
@@ -78,6 +93,16 @@ class RLConfig:
             fail("norm_len", "must be None or an int > 0")
         if self.loss_agg == "seq_mean_token_sum_norm" and self.norm_len is None:
             fail("norm_len", "must be set (an int > 0) when loss_agg='seq_mean_token_sum_norm'")
+        for name in ("kl_cov_ratio", "clip_cov_ratio"):
+            if not is_num(getattr(self, name)) or not 0 <= getattr(self, name) <= 1:
+                fail(name, "must be a number in [0, 1]")
+        for name in ("clip_cov_lb", "clip_cov_ub"):
+            if not is_num(getattr(self, name)):
+                fail(name, "must be a finite number")
+        if self.clip_cov_ub <= self.clip_cov_lb:
+            fail("clip_cov_ub", f"must be > clip_cov_lb={self.clip_cov_lb!r}")
+        if self.policy_loss == "kl_cov" and self.dual_clip is not None:
+            fail("dual_clip", "must be None with policy_loss='kl_cov' (KL-Cov has no clip)")
         if not is_int(self.num_updates) or self.num_updates < 1:
             fail("num_updates", "must be an int >= 1")
         if not is_int(self.max_resample_rounds) or self.max_resample_rounds < 0:

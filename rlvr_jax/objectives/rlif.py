@@ -1,13 +1,13 @@
-"""Label-free multi-reward RLIF (Joarder et al. 2026, arXiv 2605.22620; RESEARCH.md 7): answer-level
-cluster voting (host side), token-wise self-certainty, GDPO's decoupled normalisation of several
-rewards, and the KL-Cov penalty on the highest-covariance tokens. Also RLIFConfig.
+"""Label-free multi-reward RLIF (Joarder et al. 2026, arXiv 2605.22620; docs/rlif.md): answer-level
+cluster voting (host side), token-wise self-certainty and GDPO's decoupled normalisation of several
+rewards. Also RLIFConfig. KL-Cov and Clip-Cov, which the recipe adds to the loss, are policy-loss
+modes of any objective (objectives/cov.py, RLConfig.policy_loss).
 """
 
 # pylint: disable=invalid-name
 from __future__ import annotations
 
 import dataclasses
-import fractions
 from collections.abc import Callable, Sequence
 
 import chex
@@ -20,22 +20,18 @@ from rlvr_jax.objectives.rl_config import is_num
 
 REWARDS = ("cluster_vote", "self_certainty")
 TIE_BREAKS = ("first", "none")
-# k_frac is read as the nearest fraction num/den with den <= this, so that ceil(k_frac * N) is
-# exact integer arithmetic in int32 (0.002 = 1/500; a float32 product can round 3.0 up to 4).
-MAX_K_DEN = 10_000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class RLIFConfig:
-    """The RLIF recipe of RESEARCH.md 7. Frozen, hashable: a static jit argument."""
+    """The RLIF recipe of docs/rlif.md. Frozen, hashable: a static jit argument."""
 
     rewards: tuple[str, ...] = REWARDS  # subset of REWARDS, in the column order of rewards_BxR
     weights: tuple[float, ...] = (1.0, 1.0)  # GDPO w_k, one per reward (w_sc ~ 0.5 if SC dominates)
     soft_share: bool = False  # cluster vote reward |C(a_i)| / G instead of majority membership
     tie_break: str = "first"  # largest clusters tied: "first" to appear wins (TTRL), "none": no one
     adv_eps: float = 1e-6  # GDPO's eps, in both the group and the batch normalisation
-    kl_cov_k_frac: float = 0.002  # k: fraction of valid tokens that get the penalty (verl default)
-    kl_cov_coef: float = 1.0  # beta: weight of |logp - old_logp| on the selected tokens
+    adv_std_ddof: int = 1  # GDPO's stds: 1 unbiased (the GDPO authors' torch.std), 0 population
 
     def __post_init__(self):
         def fail(name: str, why: str):
@@ -60,10 +56,8 @@ class RLIFConfig:
             fail("tie_break", f"is not one of {TIE_BREAKS}")
         if not is_num(self.adv_eps) or self.adv_eps < 0:
             fail("adv_eps", "must be a finite number >= 0")
-        if not is_num(self.kl_cov_k_frac) or not 0 <= self.kl_cov_k_frac <= 1:
-            fail("kl_cov_k_frac", "must be a number in [0, 1]")
-        if not is_num(self.kl_cov_coef) or self.kl_cov_coef < 0:
-            fail("kl_cov_coef", "must be a finite number >= 0")
+        if isinstance(self.adv_std_ddof, bool) or self.adv_std_ddof not in (0, 1):
+            fail("adv_std_ddof", "must be 0 (population std) or 1 (unbiased std)")
 
 
 # --- Answer-level reward: cluster voting (host side) ---
@@ -146,7 +140,11 @@ def self_certainty(logits_BxTxV: jax.Array, mask_BxT: jax.Array) -> jax.Array:
 
 
 def gdpo_advantages(
-    rewards_BxR: jax.Array, weights_R: jax.Array | Sequence[float], G: int, eps: float = 1e-6
+    rewards_BxR: jax.Array,
+    weights_R: jax.Array | Sequence[float],
+    G: int,
+    eps: float = 1e-6,
+    ddof: int = 1,
 ) -> jax.Array:
     """GDPO (Liu et al. 2026, arXiv 2601.05242): normalise each reward within its group, combine,
     then normalise over the batch. float32, with eps = 1e-6 by default in both places:
@@ -154,68 +152,18 @@ def gdpo_advantages(
       A_{k,i} = (r_{k,i} - mean_g(r_k)) / (std_g(r_k) + eps)   (advantages.grpo; 0 if flat)
       S_i = sum_k w_k A_{k,i};   adv_i = (S_i - mean_B(S)) / (std_B(S) + eps)
 
-    Population stds (ddof=0). A batch whose S are all equal gets adv = 0.
+    Both stds with `ddof` (1: unbiased, as the GDPO authors' torch.std; 0: population). The batch
+    is the global one: on several processes, gather every process's rows first. A batch whose S
+    are all equal gets adv = 0.
     """
     chex.assert_rank(rewards_BxR, 2)
     R = rewards_BxR.shape[1]
     weights_R = jnp.asarray(weights_R, jnp.float32)
     chex.assert_shape(weights_R, (R,))
-    group_norm = jax.vmap(lambda r_B: advantages.grpo(r_B, G, eps), in_axes=1, out_axes=1)
+    group_norm = jax.vmap(lambda r_B: advantages.grpo(r_B, G, eps, ddof), in_axes=1, out_axes=1)
     adv_BxR = group_norm(rewards_BxR.astype(jnp.float32))
     S_B = jnp.einsum("br,r->b", adv_BxR, weights_R, precision=jax.lax.Precision.HIGHEST)
     flat = jnp.max(S_B) == jnp.min(S_B)  # exact, like advantages._groups
-    adv_B = (S_B - jnp.mean(S_B)) / jnp.where(flat, 1.0, jnp.std(S_B) + eps)
+    std = jnp.std(S_B, ddof=ddof if S_B.shape[0] > 1 else 0)
+    adv_B = (S_B - jnp.mean(S_B)) / jnp.where(flat, 1.0, std + eps)
     return jnp.where(flat, 0.0, adv_B)
-
-
-# --- KL-Cov ---
-
-
-def _top_count(n: jax.Array, k_frac: float) -> jax.Array:
-    """ceil(k_frac * n) in exact int32 arithmetic, k_frac as num/den with den <= MAX_K_DEN."""
-    frac = fractions.Fraction(k_frac).limit_denominator(MAX_K_DEN)
-    num, den = frac.numerator, frac.denominator
-    q, r = n // den, n % den  # n = q den + r: q num <= n and r num < den^2, no int32 overflow
-    return q * num + (r * num + den - 1) // den
-
-
-def kl_cov_penalty(
-    logps_BxT: jax.Array,
-    old_logps_BxT: jax.Array,
-    adv_BxT: jax.Array,
-    mask_BxT: jax.Array,
-    k_frac: float,
-    coef: float,
-) -> tuple[jax.Array, jax.Array]:
-    """KL-Cov (Cui et al. 2025, arXiv 2505.22617; verl's compute_policy_loss_kl_cov), float32.
-
-    Over the N valid tokens (means over valid tokens, stop-gradient):
-      Cov_t = (logp_t - mean(logp)) (A_t - mean(A))
-    the top k = ceil(k_frac N) tokens by Cov are selected (ties: the lower row-major index
-    first; verl uses max(1, floor(k_frac N))), and get penalty_t = coef |logp_t - old_logp_t|,
-    differentiable in logps; every other token, padding included, gets exactly 0 (and no
-    gradient). Add it to the per-token policy loss: l_t = -A_t rho_t + penalty_t.
-    Returns (penalty_BxT, selected_BxT bool).
-    """
-    chex.assert_rank(logps_BxT, 2)
-    chex.assert_equal_shape([logps_BxT, old_logps_BxT, adv_BxT, mask_BxT])
-    if not is_num(k_frac) or not 0 <= k_frac <= 1:
-        raise ValueError(f"k_frac={k_frac!r} must be a number in [0, 1]")
-    B, T = logps_BxT.shape
-    sg = jax.lax.stop_gradient
-    valid_BxT = mask_BxT.astype(bool)
-    n = jnp.sum(valid_BxT)
-    n_f = jnp.maximum(n, 1).astype(jnp.float32)
-    lp_BxT = jnp.where(valid_BxT, sg(logps_BxT).astype(jnp.float32), 0.0)
-    a_BxT = jnp.where(valid_BxT, sg(adv_BxT).astype(jnp.float32), 0.0)
-    cov_BxT = (lp_BxT - jnp.sum(lp_BxT) / n_f) * (a_BxT - jnp.sum(a_BxT) / n_f)
-    # Ascending sort key: the largest Cov first, padding last; -0.0 made +0.0 so zeros tie.
-    key_BxT = jnp.where(valid_BxT, -cov_BxT, jnp.inf)
-    key_BxT = jnp.where(key_BxT == 0, 0.0, key_BxT)
-    order = jnp.argsort(key_BxT.reshape(-1), stable=True)
-    rank_BxT = jnp.zeros(B * T, jnp.int32).at[order].set(jnp.arange(B * T, dtype=jnp.int32))
-    selected_BxT = valid_BxT & (rank_BxT.reshape(B, T) < _top_count(n, k_frac))
-    diff_BxT = logps_BxT.astype(jnp.float32) - sg(old_logps_BxT).astype(jnp.float32)
-    # where before abs: garbage in unselected slots never reaches the value or the gradient.
-    penalty_BxT = coef * jnp.abs(jnp.where(selected_BxT, diff_BxT, 0.0))
-    return penalty_BxT, selected_BxT

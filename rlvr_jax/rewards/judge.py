@@ -1,4 +1,4 @@
-"""The LLM judge of rubric criteria (VERIFIERS.md "Rubrics"): the judge prompt, strict-JSON
+"""The LLM judge of rubric criteria (docs/pow3r.md): the judge prompt, strict-JSON
 verdict parsing, and ModelJudge, which grades (prompt, response, criterion) items on any text
 generator with retries, invalid-verdict counting and a cache. Host side: no JAX.
 

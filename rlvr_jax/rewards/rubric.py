@@ -1,4 +1,4 @@
-"""Rubric rewards (VERIFIERS.md "Rubrics"; RESEARCH.md 3): criteria graded by programmatic checks
+"""Rubric rewards (docs/pow3r.md): criteria graded by programmatic checks
 or an LLM judge, the normalised rubric score with required vetoes, dependencies and pitfalls, and
 POW3R's policy-aware training weights. Host side: no JAX. The programmatic checks live in
 rubric_checks.py.
@@ -212,7 +212,7 @@ def rewards(
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Pow3rConfig:
-    """POW3R knobs (RESEARCH.md 3, a formalization: the paper's exact formula is unpublished)."""
+    """POW3R knobs (docs/pow3r.md; a formalization: the paper's exact formula is unpublished)."""
 
     alpha: float = 0.5  # Beta/Laplace pseudo-count of the pass-rate smoothing
     m_min: float = 0.2  # floor of the contrast multiplier: every criterion keeps some weight
@@ -277,7 +277,7 @@ def pow3r_weights(
     state: Pow3rState | None = None,
     ids: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, Pow3rState, dict[str, float]]:
-    """POW3R training weights (Tyagi et al. 2026, arXiv 2605.20164; RESEARCH.md 3 formalization).
+    """POW3R training weights (Tyagi et al. 2026, arXiv 2605.20164; docs/pow3r.md: a formalization).
 
     Per group g (rows sharing a group id; None: one group) and criterion c, over the valid
     (non-nan) verdicts v in [0, 1] of its n_c rollouts:

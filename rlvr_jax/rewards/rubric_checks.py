@@ -1,4 +1,4 @@
-"""Programmatic rubric checks (VERIFIERS.md "Rubrics"): Regex, Contains, Numeric, JsonSchema,
+"""Programmatic rubric checks (docs/pow3r.md): Regex, Contains, Numeric, JsonSchema,
 Length and Predicate, run by `run_check`, plus the JSON extraction and schema-subset validation
 they use. rubric.py grades criteria with them. Host side: no JAX.
 """

@@ -141,6 +141,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     ref_params = _reference_params(rl, state, abstract.params, workdir, start, source_workdir)
 
     temperature = sampling_cfg.temperature or 1.0
+    # DelTA's coefficients come from the pre-update policy over the whole rollout batch: inside
+    # the one update, or in one pass before several.
+    delta_once = research.delta.enabled and rl.num_updates > 1
     train_step = step_lib.make_train_step(
         model_cfg=model_cfg,
         rl=rl,
@@ -148,10 +151,18 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         temperature=temperature,
         num_micro=c.train.micro_batches,
         shardings=state_shd,
-        delta=research.delta,
+        delta=None if delta_once else research.delta,
         distil=research.distil,
-        kl_cov=research.kl_cov,
     )
+    delta_fn = None
+    if delta_once:
+        delta_fn = step_lib.make_delta_fn(
+            model_cfg=model_cfg,
+            delta=research.delta,
+            temperature=temperature,
+            num_micro=c.train.micro_batches,
+            param_shardings=param_shd,
+        )
     ref_logps_fn = step_lib.make_logps_fn(
         model_cfg=model_cfg,
         temperature=temperature,
@@ -284,9 +295,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                 m.update(rlif_m)
             else:
                 adv_B = np.asarray(advantages_lib.compute(rewards_B, rl), np.float32)
-            if rl.overlong_filter:
-                adv_B = adv_B * dapo.overlong_mask(~np.asarray(r.sample.stopped_B))
             batch = rollout_lib.to_batch(r, adv_B)
+            if rl.overlong_filter:  # truncated completions leave the loss entirely
+                batch = dapo.filter_overlong(batch, ~np.asarray(r.sample.stopped_B))
             if research.distil.enabled:
                 batch, _ = research_lib.distil_targets(
                     r,
@@ -306,6 +317,9 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             # --- Updates: num_updates mini-batches, each one optimizer step ---
             # Every process pads its rows of a mini-batch to the same count (DAPO may keep more
             # groups on one process than on another), a multiple of its shards and micro-batches.
+            if delta_fn is not None:  # once, before any update changes the policy
+                batch, delta_m = _delta_once(delta_fn, state.params, batch, rows_multiple, mesh)
+                m.update(delta_m)
             rows = -(-distributed.max_over_processes(len(adv_B)) // rl.num_updates)
             rows = -(-rows // rows_multiple) * rows_multiple
             step_metrics = []
@@ -334,6 +348,10 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             step_metrics = jax.device_get(step_metrics)  # replicated: every process has them
             for k in step_metrics[0]:
                 m[k] = float(np.mean([sm[k] for sm in step_metrics]))
+            # Sampler vs trainer on the same tokens: the first update's forward runs at the
+            # rollout's weights, so its ratio to the sampler's log-probs is the mismatch.
+            m["rollout/mismatch_kl"] = float(step_metrics[0]["rl/approx_kl"])
+            m["rollout/mismatch_log_ratio_max"] = float(step_metrics[0]["rl/log_ratio_abs_max"])
             if m["train/skipped"] > 0:
                 _log(f"step {step}: non-finite loss or gradient; update skipped")
             dt = time.perf_counter() - t0
@@ -374,6 +392,17 @@ def run(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             hf.save_checkpoint(out, model_cfg, params)
             tokenizer_lib.copy_files(tok, out)
     return last
+
+
+def _delta_once(delta_fn, params, batch, rows_multiple, mesh):
+    """This process's batch with DelTA's coefficients over the global batch folded into its
+    advantages, and their stats (floats)."""
+    n = batch.completion_BxTc.shape[0]
+    rows = -(-distributed.max_over_processes(n) // rows_multiple) * rows_multiple
+    full = distributed.global_rows(rollout_lib.pad_rows(batch, rows), mesh)
+    out, stats = delta_fn(params, full)
+    adv_BxTc = np.asarray(distributed.local_rows(out.adv_BxTc, mesh))[:n]
+    return batch.replace(adv_BxTc=adv_BxTc), {k: float(v) for k, v in jax.device_get(stats).items()}
 
 
 def _reference_params(rl, state, target, workdir, start, source_workdir):

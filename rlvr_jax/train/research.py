@@ -1,4 +1,4 @@
-"""The loop's side of the research objectives (RESEARCH.md 2, 4, 5): typed configs from the
+"""The loop's side of the research objectives (docs/delta.md, docs/opd.md, docs/distil.md): typed configs from the
 experiment's ConfigDict, the OPD teacher, the TOPD/POPD rollout horizon, OPD advantages and DistIL's
 feedback-conditioned teacher targets. DelTA needs nothing here beyond its config: the train step
 computes its coefficients (train/step.py).
@@ -46,7 +46,6 @@ class ResearchConfigs:
     opd_teacher: str  # HF folder of the OPD teacher
     distil_teacher: str  # HF folder when distil.teacher == "model"
     rlif: rlif_lib.RLIFConfig | None  # label-free rewards; None: the verifier's reward
-    kl_cov: tuple[float, float] | None  # (k_frac, coef) when KL-Cov is on
 
 
 def configs(c: ml_collections.ConfigDict, rl, *, micro: int):
@@ -63,10 +62,13 @@ def configs(c: ml_collections.ConfigDict, rl, *, micro: int):
     delta, _ = section("delta", delta_lib.DeltaConfig)
     opd, opd_raw = section("opd", opd_lib.OPDConfig, drop=("teacher",))
     distil, distil_raw = section("distil", distil_lib.DistilConfig, drop=("teacher_path",))
-    rlif, rlif_raw = section("rlif", rlif_lib.RLIFConfig, drop=("enabled", "kl_cov"))
-    kl_cov = None
-    if rlif_raw.get("kl_cov", False):
-        kl_cov = (rlif.kl_cov_k_frac, rlif.kl_cov_coef)
+    moved = sorted({"kl_cov", "kl_cov_k_frac", "kl_cov_coef"} & set(c.get("rlif", {})))
+    if moved:  # KL-Cov became a policy-loss mode of every objective
+        raise ResearchConfigError(
+            f"rlif.{moved[0]} is gone: KL-Cov is rl.policy_loss='kl_cov' with rl.kl_cov_ratio "
+            "and rl.kl_cov_coef (docs/rlif.md)"
+        )
+    rlif, rlif_raw = section("rlif", rlif_lib.RLIFConfig, drop=("enabled",))
     out = ResearchConfigs(
         delta=delta,
         opd=opd,
@@ -74,7 +76,6 @@ def configs(c: ml_collections.ConfigDict, rl, *, micro: int):
         opd_teacher=opd_raw.get("teacher", ""),
         distil_teacher=distil_raw.get("teacher_path", ""),
         rlif=rlif if rlif_raw.get("enabled", False) else None,
-        kl_cov=kl_cov,
     )
     if out.rlif is not None and (opd.enabled or distil.enabled):
         raise ResearchConfigError("rlif.enabled with opd/distil: pick one training signal")
@@ -85,7 +86,7 @@ def configs(c: ml_collections.ConfigDict, rl, *, micro: int):
         )
     if delta.enabled and loss_agg != "token_mean":
         raise ResearchConfigError(
-            f"delta.enabled needs rl.loss_agg='token_mean' (RESEARCH.md 2), got {loss_agg!r}"
+            f"delta.enabled needs rl.loss_agg='token_mean' (docs/delta.md), got {loss_agg!r}"
         )
     if opd.enabled and not out.opd_teacher:
         raise ResearchConfigError("opd.enabled needs opd.teacher, an HF checkpoint folder")
@@ -180,7 +181,7 @@ def distil_targets(
     mesh: Mesh,
 ) -> tuple[state_lib.TrainBatch, list[str]]:
     """This process's batch with the teacher's top-k targets: the teacher reads each rollout's
-    prompt plus its feedback (RESEARCH.md 5), then the student's completion. Returns the
+    prompt plus its feedback (docs/distil.md), then the student's completion. Returns the
     feedback strings too (logged as examples)."""
     texts: list[str] = []
     prompts: list[list[int]] = []
@@ -229,9 +230,10 @@ def _same_answer(a: str, b: str) -> bool:
 def rlif_advantages(
     r: rollout_lib.Rollout, cfg: rlif_lib.RLIFConfig, G: int
 ) -> tuple[np.ndarray, dict[str, float]]:
-    """Label-free advantages (RESEARCH.md 7): each completion's rewards from the group alone
+    """Label-free advantages (docs/rlif.md): each completion's rewards from the group alone
     (cluster vote over math-equivalent final answers; the sampler's self-certainty), combined
-    by GDPO. No reference answer is read. Returns (adv_B, metrics)."""
+    by GDPO over the global batch (every process's rows). No reference answer is read. Returns
+    (this process's adv_B, metrics)."""
     columns, metrics = [], {}
     texts = r.texts
     if "cluster_vote" in cfg.rewards:
@@ -252,5 +254,10 @@ def rlif_advantages(
     by_name = {"cluster_vote": lambda: vote_B, "self_certainty": lambda: sc_B}
     columns = [by_name[name]() for name in cfg.rewards]
     rewards_BxR = np.stack(columns, axis=1).astype(np.float32)
-    adv_B = rlif_lib.gdpo_advantages(rewards_BxR, cfg.weights, G, cfg.adv_eps)
-    return np.asarray(adv_B, np.float32), metrics
+    # GDPO's batch statistics span the global batch: gather every process's rows (whole groups,
+    # so the group statistics are unchanged), then keep this process's block.
+    counts = distributed.gather_rows(np.asarray([len(rewards_BxR)], np.int64))
+    start = int(counts[: jax.process_index()].sum())
+    all_BxR = distributed.gather_rows(rewards_BxR)
+    adv_B = rlif_lib.gdpo_advantages(all_BxR, cfg.weights, G, cfg.adv_eps, cfg.adv_std_ddof)
+    return np.asarray(adv_B, np.float32)[start : start + len(rewards_BxR)], metrics

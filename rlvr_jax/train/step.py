@@ -4,7 +4,9 @@ update.
 `train_step(state, batch) -> (state, metrics)` is jitted once by `make_train_step`, with the state
 donated and, given the state's shardings, the batch split over the mesh's data x fsdp axes. The
 loss is the same number whatever the micro-batch count: each micro-batch's aggregate is weighted by
-its share of the aggregation's denominator (tokens, sequences or rows). Padding rows (no prompt and
+its share of the aggregation's denominator (tokens, sequences or rows). Logged token means
+(entropy, ratio, KL, clip fractions) are weighted by the micro-batch's share of the completion
+tokens instead, so they are true token means whatever the aggregation. Padding rows (no prompt and
 no completion tokens; see rollout.pad_rows) change neither the loss nor the update. A non-finite
 loss or gradient skips the update (params and optimizer state unchanged) and reports
 `train/skipped`.
@@ -28,8 +30,13 @@ from rlvr_jax.models import transformer
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import policy_loss, rl_config
-from rlvr_jax.objectives import rlif as rlif_lib
 from rlvr_jax.train import state as state_lib
+
+# Metrics aggregated like the loss (weighted by the aggregation's share); every other metric is a
+# token mean (weighted by the token share) or, ending in _max, a maximum.
+_LOSS_LIKE = frozenset({"rl/pg_loss"})
+# Clip-Cov's random token choice: this key folded with the step and the micro-batch index.
+_CLIP_COV_SEED = 0
 
 
 @struct.dataclass
@@ -95,7 +102,7 @@ def delta_reweight(
     mask_BxTc: jax.Array,
     cfg: delta_lib.DeltaConfig,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """DelTA (RESEARCH.md 2): the advantage times per-token coefficients from this forward's
+    """DelTA (docs/delta.md): the advantage times per-token coefficients from this forward's
     hidden states and probabilities (stop-gradient constants of the loss), and their stats."""
     sg = jax.lax.stop_gradient
     v_BxTcxD = delta_lib.token_grad_proxy(
@@ -114,6 +121,7 @@ def _delta_from_proxy(v_BxTcxD, tokens_BxTc, adv_BxTc, mask_BxTc, cfg):
         lam_max=cfg.lam_max,
         iters=cfg.iters,
         chunk=cfg.chunk,
+        gamma=cfg.gamma,
     )
     stats.pop("omega_raw")
     # The weight DelTA leaves on token ids that occur in both correct and incorrect completions.
@@ -134,9 +142,21 @@ def _agg_weight(mask_BxTc: jax.Array, total: jax.Array, rl: rl_config.RLConfig) 
     return part / jnp.maximum(total, 1.0)
 
 
+def _agg_total(batch: state_lib.TrainBatch, rl: rl_config.RLConfig) -> jax.Array:
+    """The full batch's aggregation denominator (before the norm_len constant)."""
+    mask = batch.completion_mask_BxTc
+    if rl.loss_agg == "token_mean":
+        return jnp.sum(mask, dtype=jnp.float32)
+    elif rl.loss_agg == "seq_mean_token_mean":
+        return jnp.sum(jnp.any(mask, axis=1), dtype=jnp.float32)
+    # every real row counts, an empty completion included; padding rows have no prompt
+    return jnp.sum(jnp.any(batch.prompt_mask_BxTp, axis=1), dtype=jnp.float32)
+
+
 def _loss_fn(
-    params, mb: state_lib.TrainBatch, total, *, model_cfg, rl, temperature, delta, distil, G, kl_cov
+    params, mb: state_lib.TrainBatch, totals, key, *, model_cfg, rl, temperature, delta, distil, G
 ):
+    agg_total, token_total = totals
     fwd = completion_forward(
         params,
         mb.prompt_BxTp,
@@ -159,16 +179,9 @@ def _loss_fn(
         rl=rl,
         ref_logps_BxT=mb.ref_logps_BxTc,
         entropy_BxT=fwd.entropy_BxTc,
+        key=key,
     )
-    if kl_cov is not None:  # KL-Cov (RESEARCH.md 7): |log pi - log pi_old| on top-Cov tokens
-        penalty_BxTc, selected_BxTc = rlif_lib.kl_cov_penalty(
-            fwd.logps_BxTc, mb.old_logps_BxTc, adv_BxTc, mb.completion_mask_BxTc, *kl_cov
-        )
-        mask = mb.completion_mask_BxTc
-        loss = loss + policy_loss.aggregate(penalty_BxTc, mask, rl.loss_agg, rl.norm_len)
-        tokens = jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0)
-        extra["rlif/kl_cov_frac"] = jnp.sum(selected_BxTc, dtype=jnp.float32) / tokens
-    if distil is not None:  # forward CE to the feedback-conditioned teacher (RESEARCH.md 5)
+    if distil is not None:  # forward CE to the feedback-conditioned teacher (docs/distil.md)
         d_loss, d_metrics = distil_lib.distil_loss(
             fwd.logits_BxTcxV,
             fwd.logps_BxTc,
@@ -181,9 +194,14 @@ def _loss_fn(
         loss = distil.grpo_coef * loss + distil.coef * d_loss
         extra.update(d_metrics)
     metrics = {**metrics, **extra}
-    weight = _agg_weight(mb.completion_mask_BxTc, total, rl)
+    weight = _agg_weight(mb.completion_mask_BxTc, agg_total, rl)
+    tokens = jnp.sum(mb.completion_mask_BxTc, dtype=jnp.float32)
+    token_weight = tokens / jnp.maximum(token_total, 1.0)
     # Means add up over micro-batches by their weights; maxima combine by max (see accumulate).
-    metrics = {k: v if k.endswith("_max") else v * weight for k, v in metrics.items()}
+    metrics = {
+        k: v if k.endswith("_max") else v * (weight if k in _LOSS_LIKE else token_weight)
+        for k, v in metrics.items()
+    }
     return loss * weight, metrics
 
 
@@ -198,14 +216,15 @@ def train_step(
     num_micro: int,
     delta: delta_lib.DeltaConfig | None = None,
     distil: distil_lib.DistilConfig | None = None,
-    kl_cov: tuple[float, float] | None = None,
 ) -> tuple[state_lib.TrainState, dict[str, jax.Array]]:
     """One optimizer update on `batch`, accumulated over `num_micro` micro-batches.
 
     `delta` (DelTA) reweights the advantage per token; its centroids span the whole batch, so with
     several micro-batches a no-grad pass collects the token-gradient proxies first (with one, they
-    come from the loss's own forward). `distil` adds DistIL's forward CE to the teacher top-k in
-    the batch, weighted against the policy loss by `distil.coef` / `distil.grpo_coef`.
+    come from the loss's own forward). With several updates per rollout batch, pass None here and
+    fold the coefficients in once beforehand (`make_delta_fn`). `distil` adds DistIL's forward CE
+    to the teacher top-k in the batch, weighted against the policy loss by `distil.coef` /
+    `distil.grpo_coef`.
     """
     B = batch.completion_BxTc.shape[0]
     if B % num_micro:
@@ -219,12 +238,11 @@ def train_step(
         )
         delta = None
     mask = batch.completion_mask_BxTc
-    if rl.loss_agg == "token_mean":
-        total = jnp.sum(mask, dtype=jnp.float32)
-    elif rl.loss_agg == "seq_mean_token_mean":
-        total = jnp.sum(jnp.any(mask, axis=1), dtype=jnp.float32)
-    else:  # every real row counts, an empty completion included; padding rows have no prompt
-        total = jnp.sum(jnp.any(batch.prompt_mask_BxTp, axis=1), dtype=jnp.float32)
+    totals = (_agg_total(batch, rl), jnp.sum(mask, dtype=jnp.float32))
+    keys = jnp.zeros((num_micro,), jnp.uint32)  # unused: only Clip-Cov draws random numbers
+    if rl.policy_loss == "clip_cov":
+        step_key = jax.random.fold_in(jax.random.key(_CLIP_COV_SEED), state.step)
+        keys = jax.vmap(lambda i: jax.random.fold_in(step_key, i))(jnp.arange(num_micro))
     # Strided micro-batches (row i goes to micro-batch i % num_micro): the batch is split over
     # devices in contiguous blocks, so every device holds its share of every micro-batch and the
     # scan needs no resharding.
@@ -241,14 +259,16 @@ def train_step(
             delta=delta,
             distil=distil,
             G=G,
-            kl_cov=kl_cov,
         ),
         has_aux=True,
     )
 
-    def accumulate(carry, mb):
+    use_key = lambda key: key if rl.policy_loss == "clip_cov" else None
+
+    def accumulate(carry, xs):
         grads, loss, metrics = carry
-        (mb_loss, mb_metrics), mb_grads = grad_fn(state.params, mb, total)
+        mb, key = xs
+        (mb_loss, mb_metrics), mb_grads = grad_fn(state.params, mb, totals, use_key(key))
         grads = jax.tree.map(jnp.add, grads, mb_grads)
         metrics = {
             k: jnp.maximum(v, mb_metrics[k]) if k.endswith("_max") else v + mb_metrics[k]
@@ -256,8 +276,10 @@ def train_step(
         }
         return (grads, loss + mb_loss, metrics), None
 
-    first = jax.tree.map(lambda x: x[0], micro)
-    metrics_shape = jax.eval_shape(lambda: grad_fn(state.params, first, total)[0][1])
+    first_mb, first_key = jax.tree.map(lambda x: x[0], (micro, keys))
+    metrics_shape = jax.eval_shape(
+        lambda: grad_fn(state.params, first_mb, totals, use_key(first_key))[0][1]
+    )
     zeros = (
         jax.tree.map(jnp.zeros_like, state.params),
         jnp.zeros((), jnp.float32),
@@ -266,7 +288,7 @@ def train_step(
             for k, s in metrics_shape.items()
         },
     )
-    (grads, loss, metrics), _ = jax.lax.scan(accumulate, zeros, micro)
+    (grads, loss, metrics), _ = jax.lax.scan(accumulate, zeros, (micro, keys))
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -317,6 +339,31 @@ def _delta_prepass(params, batch, num_micro, cfg, model_cfg, temperature):
     return batch.replace(adv_BxTc=adv_BxTc), stats
 
 
+def make_delta_fn(
+    *,
+    model_cfg: config_lib.ModelConfig,
+    delta: delta_lib.DeltaConfig,
+    temperature: float = 1.0,
+    num_micro: int = 1,
+    param_shardings: params_lib.Params | None = None,
+):
+    """Jitted `(params, batch) -> (batch, stats)`: DelTA's coefficients computed once over a whole
+    rollout batch with `params` (the pre-update policy, as the authors do) and folded into its
+    advantages, for rl.num_updates > 1 (then the train steps get delta=None). The proxies come
+    from `num_micro` sequential no-grad passes; the batch is split over data x fsdp if sharded."""
+
+    def fn(params, batch):
+        return _delta_prepass(params, batch, num_micro, delta, model_cfg, temperature)
+
+    if param_shardings is None:
+        return jax.jit(fn)
+    mesh = jax.tree.leaves(param_shardings)[0].mesh
+    rows = mesh_lib.batch_sharding(mesh)
+    return jax.jit(
+        fn, in_shardings=(param_shardings, rows), out_shardings=(rows, mesh_lib.replicated(mesh))
+    )
+
+
 def make_train_step(
     *,
     model_cfg: config_lib.ModelConfig,
@@ -327,7 +374,6 @@ def make_train_step(
     shardings: state_lib.TrainState | None = None,
     delta: delta_lib.DeltaConfig | None = None,
     distil: distil_lib.DistilConfig | None = None,
-    kl_cov: tuple[float, float] | None = None,
 ):
     """The jitted train step, state donated (the caller must not reuse the state it passes in).
 
@@ -343,7 +389,6 @@ def make_train_step(
         num_micro=num_micro,
         delta=delta if delta is not None and delta.enabled else None,
         distil=distil if distil is not None and distil.enabled else None,
-        kl_cov=kl_cov,
     )
     return _jit(step, shardings)
 

@@ -7,7 +7,7 @@
   runs against its task's tests in the sandbox (rewards/code.py), `c.code.max_workers` at a time.
 - rubric: the embedded rubric family (data/rubric_tasks.py), graded per criterion on the human
   weights; POW3R (`c.rubric.pow3r`) reweights the training rewards from each group's verdicts,
-  evaluation always keeps the human weights (RESEARCH.md 3).
+  evaluation always keeps the human weights (docs/pow3r.md).
 
 Nothing here is jitted except the judge's sampler call; the loop reads the ConfigDict once
 through `load` and `scorer`.
