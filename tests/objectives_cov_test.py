@@ -165,7 +165,7 @@ def test_config_validation_names_the_field(kw, field):
         rl_config.RLConfig(**kw)
 
 
-def test_defaults_are_verls():
+def test_defaults_are_the_papers_recipes():
     rl = rl_config.RLConfig()
     assert rl.policy_loss == "ppo_clip"
     assert (rl.kl_cov_ratio, rl.kl_cov_coef) == (0.002, 1.0)

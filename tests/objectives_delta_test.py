@@ -1,5 +1,6 @@
-"""DelTA coefficients: a hand example and a numpy reference from RESEARCH.md 2, shared vs. side-
-specific tokens, bounds and normalisation, zero advantages, padding, chunked == direct, jit."""
+"""DelTA coefficients: a hand example, a transcription of the authors' released loop and a numpy
+reference from docs/delta.md, shared vs. side-specific tokens, bounds and normalisation, zero
+advantages, padding, chunked == direct, jit."""
 
 import math
 
@@ -11,7 +12,7 @@ import pytest
 from rlvr_jax.objectives import delta
 
 # One jitted entry point: eager dispatch of every op would dominate the test time.
-coefficients = jax.jit(delta.coefficients, static_argnames=("iters", "chunk"))
+coefficients = jax.jit(delta.coefficients, static_argnames=("iters", "chunk", "gamma"))
 share_of = jax.jit(delta.shared_token_weight_share)
 SCALARS = (
     "delta/omega_mean",
@@ -31,7 +32,8 @@ def _sigmoid(x):
 
 
 def _reference(v, adv, mask, lam_min=0.8, lam_max=1.2, iters=1):
-    """RESEARCH.md 2 steps 3-7 in float64 numpy, over a flat list of the valid tokens."""
+    """docs/delta.md steps 3-7 with gamma="current" (every gamma from the newest centroids), in
+    float64 numpy, over a flat list of the valid tokens."""
     v, adv, mask = np.asarray(v, np.float64), np.asarray(adv, np.float64), np.asarray(mask, bool)
     rows, cols = np.nonzero(mask)
     x, A = v[rows, cols], adv[rows]  # [N, D], [N]
@@ -85,7 +87,7 @@ def test_hand_example():
     raw = np.array([[0.8 + 0.4 * s, 1.0], [0.8 + 0.4 * s, 1.0]])
     v_BxTxD = delta.token_grad_proxy(p_BxT, v_BxTxD)  # (1 - 0) * h
     for iters, dist in ((0, 2.0), (1, 4 * s / (s + 0.5))):
-        omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, iters=iters)
+        omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, iters=iters, gamma="current")
         np.testing.assert_allclose(stats["omega_raw"], raw, rtol=1e-6)
         np.testing.assert_allclose(omega_BxT, raw / raw.mean(), rtol=1e-6)
         assert stats["delta/centroid_dist"] == pytest.approx(dist, rel=1e-6)
@@ -106,11 +108,123 @@ def test_token_grad_proxy():
 @pytest.mark.parametrize("iters", [0, 1, 3])
 def test_matches_numpy_reference(iters):
     v_BxTxD, adv_B, mask_BxT = _batch(iters)
-    omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, lam_min=0.5, lam_max=2.0, iters=iters)
+    omega_BxT, stats = coefficients(
+        v_BxTxD, adv_B, mask_BxT, lam_min=0.5, lam_max=2.0, iters=iters, gamma="current"
+    )
     ref_omega, ref_raw, ref_dist = _reference(v_BxTxD, adv_B, mask_BxT, 0.5, 2.0, iters)
     np.testing.assert_allclose(omega_BxT, ref_omega, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(stats["omega_raw"], ref_raw, rtol=1e-5, atol=1e-6)
     assert stats["delta/centroid_dist"] == pytest.approx(ref_dist, rel=1e-5)
+
+
+def _reference_released(v, adv, mask, lam_min=0.8, lam_max=1.2, iters=1):
+    """The authors' algorithm, transcribed from RUCBM/DelTA verl-DelTA/verl/workers/actor/
+    dp_actor.py, DataParallelPPOActor.compute_log_prob_h (impl "Normal"; "Memory_efficient" only
+    expands the distances), in float64 numpy on [B, T] arrays as their micro-batch loops see them.
+    Their no-op knobs are dropped: d = ones (the diagonal metric is overwritten), lam_w = 1,
+    gamma_time = 1. Returns (normalised and raw weights, gamma_pos, gamma_neg, ||mu+ - mu-||)."""
+    eps = 1e-8
+    mask = np.asarray(mask, bool)
+    token_mask = mask.astype(np.float64)
+    # Their padded v is finite (h of pad positions); ours may be garbage: zero it, it is masked.
+    v = np.where(mask[..., None], np.asarray(v, np.float64), 0.0)
+    adv = np.asarray(adv, np.float64)
+    pos_seq_mask = (adv > 0).astype(np.float64)[:, None]
+    neg_seq_mask = (adv < 0).astype(np.float64)[:, None]
+    valid_pos_mask, valid_neg_mask = pos_seq_mask * token_mask, neg_seq_mask * token_mask
+    base_pos, base_neg = np.maximum(adv, 0.0)[:, None], np.maximum(-adv, 0.0)[:, None]
+
+    def margins(mu_pos, mu_neg):  # margin_pos = lam_w * d_neg - d_pos, margin_neg the mirror
+        d_pos = ((v - mu_pos) ** 2).sum(-1)
+        d_neg = ((v - mu_neg) ** 2).sum(-1)
+        return d_neg - d_pos, d_pos - d_neg
+
+    def gamma(margin, valid):  # sqrt(clamp(E[m^2] - E[m]^2, eps)): population std, count >= 1
+        count = max(valid.sum(), 1.0)
+        mean = (margin * valid).sum() / count
+        return math.sqrt(max((margin**2 * valid).sum() / count - mean**2, eps))
+
+    def centroid(w):
+        return (w[..., None] * v).sum((0, 1)) / max(w.sum(), eps)
+
+    mu_pos, mu_neg = centroid(base_pos * token_mask), centroid(base_neg * token_mask)
+    margin_pos, margin_neg = margins(mu_pos, mu_neg)
+    gamma_pos, gamma_neg = gamma(margin_pos, valid_pos_mask), gamma(margin_neg, valid_neg_mask)
+    mu_pos_star, mu_neg_star = mu_pos, mu_neg
+    for _ in range(iters):  # disc_steps = K
+        margin_pos, margin_neg = margins(mu_pos_star, mu_neg_star)
+        w_pos = _sigmoid(margin_pos / gamma_pos) * base_pos * valid_pos_mask
+        w_neg = _sigmoid(margin_neg / gamma_neg) * base_neg * valid_neg_mask
+        mu_pos_star, mu_neg_star = centroid(w_pos), centroid(w_neg)
+        # next_m_*: the margins of the centroids *before* this update, so gamma lags one pass.
+        gamma_pos, gamma_neg = gamma(margin_pos, valid_pos_mask), gamma(margin_neg, valid_neg_mask)
+    margin_pos, margin_neg = margins(mu_pos_star, mu_neg_star)
+    w_pos_final = lam_min + (lam_max - lam_min) * _sigmoid(margin_pos / gamma_pos)
+    w_neg_final = lam_min + (lam_max - lam_min) * _sigmoid(margin_neg / gamma_neg)
+    zero_seq_mask = 1.0 - pos_seq_mask - neg_seq_mask
+    weight = (
+        w_pos_final * pos_seq_mask + w_neg_final * neg_seq_mask + lam_min * zero_seq_mask
+    ) * token_mask
+    gy_norm = token_mask.sum() / max(weight.sum(), 1e-8)
+    dist = np.linalg.norm(mu_pos_star - mu_neg_star)
+    return weight * gy_norm, weight, gamma_pos, gamma_neg, dist
+
+
+def _released_batch(seed=0, B=6, T=5, D=4):
+    """Mixed-sign advantages, one zero-advantage and one all-padding row, ragged lengths."""
+    rng = np.random.default_rng(seed)
+    v_BxTxD = (1 - rng.uniform(size=(B, T, 1))) * (rng.normal(size=(B, T, D)) + 0.5)
+    adv_B = np.array([1.3, -0.6, 0.0, 0.4, -1.7, 0.9])[:B]
+    mask_BxT = np.arange(T)[None, :] < np.array([5, 3, 4, 2, 5, 0])[:B, None]
+    return v_BxTxD.astype(np.float32), adv_B.astype(np.float32), mask_BxT
+
+
+@pytest.mark.parametrize("iters", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_default_matches_authors_released_code(iters, seed):
+    # The default DeltaConfig (gamma="released") must reproduce the authors' loop, including its
+    # gamma one pass behind the centroids; chunk=2 (an overlapping last chunk) must agree too.
+    v_BxTxD, adv_B, mask_BxT = _released_batch(seed)
+    cfg = delta.DeltaConfig(iters=iters)
+    assert cfg.gamma == "released"
+    ref_omega, ref_raw, ref_gp, ref_gn, ref_dist = _reference_released(
+        v_BxTxD, adv_B, mask_BxT, cfg.lam_min, cfg.lam_max, iters
+    )
+    knobs = dict(lam_min=cfg.lam_min, lam_max=cfg.lam_max, iters=cfg.iters, gamma=cfg.gamma)
+    for chunk in (0, 2):
+        omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, chunk=chunk, **knobs)
+        np.testing.assert_allclose(omega_BxT, ref_omega, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(stats["omega_raw"], ref_raw, rtol=0, atol=1e-5)
+        assert stats["delta/gamma_pos"] == pytest.approx(ref_gp, rel=1e-5)
+        assert stats["delta/gamma_neg"] == pytest.approx(ref_gn, rel=1e-5)
+        assert stats["delta/centroid_dist"] == pytest.approx(ref_dist, rel=1e-5)
+    # The keyword's own default is the released schedule as well.
+    omega_kw_BxT, _ = coefficients(v_BxTxD, adv_B, mask_BxT, iters=iters)
+    np.testing.assert_allclose(omega_kw_BxT, ref_omega, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("iters", [1, 2])
+def test_current_gamma_keeps_the_previous_behaviour(iters):
+    # gamma="current" is the schedule this module had before "released" became the default: every
+    # gamma from the newest centroids. At K >= 1 the two schedules really differ.
+    v_BxTxD, adv_B, mask_BxT = _released_batch(0)
+    ref_omega, ref_raw, ref_dist = _reference(v_BxTxD, adv_B, mask_BxT, iters=iters)
+    for chunk in (0, 2):
+        omega_BxT, stats = coefficients(
+            v_BxTxD, adv_B, mask_BxT, iters=iters, chunk=chunk, gamma="current"
+        )
+        np.testing.assert_allclose(omega_BxT, ref_omega, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(stats["omega_raw"], ref_raw, rtol=0, atol=1e-5)
+        assert stats["delta/centroid_dist"] == pytest.approx(ref_dist, rel=1e-5)
+    released = _reference_released(v_BxTxD, adv_B, mask_BxT, iters=iters)[0]
+    assert np.abs(released - ref_omega).max() > 1e-3
+
+
+def test_gamma_schedules_agree_without_refinement():
+    v_BxTxD, adv_B, mask_BxT = _released_batch(1)
+    omega_r_BxT, _ = coefficients(v_BxTxD, adv_B, mask_BxT, iters=0, gamma="released")
+    omega_c_BxT, _ = coefficients(v_BxTxD, adv_B, mask_BxT, iters=0, gamma="current")
+    np.testing.assert_array_equal(omega_r_BxT, omega_c_BxT)
 
 
 def test_bounds_normalisation_and_zero_advantage():
@@ -203,8 +317,9 @@ def test_padding_changes_nothing():
 @pytest.mark.parametrize("chunk", [1, 3, 64])  # 3: the last chunk overlaps
 def test_chunked_equals_direct_under_jit(chunk):
     v_BxTxD, adv_B, mask_BxT = _batch(4, B=6, T=7, D=16)
-    omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, iters=2, chunk=0)
-    omega_c_BxT, stats_c = coefficients(v_BxTxD, adv_B, mask_BxT, iters=2, chunk=chunk)
+    kw = dict(iters=2, gamma="current")  # the numpy reference below is the "current" schedule
+    omega_BxT, stats = coefficients(v_BxTxD, adv_B, mask_BxT, chunk=0, **kw)
+    omega_c_BxT, stats_c = coefficients(v_BxTxD, adv_B, mask_BxT, chunk=chunk, **kw)
     np.testing.assert_allclose(omega_c_BxT, omega_BxT, atol=1e-5)
     np.testing.assert_allclose(stats_c["omega_raw"], stats["omega_raw"], atol=1e-5)
     for k in SCALARS:
@@ -240,8 +355,12 @@ def test_config_validation():
         (dict(iters=-1), "iters"),
         (dict(iters=1.0), "iters"),
         (dict(chunk=-4), "chunk"),
+        (dict(gamma="lagged"), "gamma"),
+        (dict(gamma=None), "gamma"),
     ):
         with pytest.raises(ValueError, match=f"DeltaConfig.{field}="):
             delta.DeltaConfig(**bad)
     with pytest.raises(ValueError, match="chunk"):
         delta.coefficients(jnp.zeros((1, 2, 3)), jnp.zeros(1), jnp.ones((1, 2)), chunk=-1)
+    with pytest.raises(ValueError, match="gamma"):
+        delta.coefficients(jnp.zeros((1, 2, 3)), jnp.zeros(1), jnp.ones((1, 2)), gamma="new")

@@ -12,6 +12,7 @@ GSM8K_REF = "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n#### 72"
 B = "\\boxed"
 DEEP_BRACES = "{" * 200 + "1" + "}" * 200
 DEEP_FRACS = "\\frac{" * 60 + "1" + "}{2}" * 60
+MATRIX = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
 
 # (id, completion, reference, expected status)
 CASES = [
@@ -114,6 +115,49 @@ CASES = [
     ("binomial", f"{B}{{\\binom{{1000000}}{{500000}}}}", "3", "wrong"),
     ("big_sum", f"{B}{{\\sum_{{k=1}}^{{9999}} k^{{k}}}}", "3", "wrong"),
     ("arrows", f"{B}{{3\\uparrow\\uparrow 3}}", "3", "wrong"),
+    # --- Stray symbols: math-verify's plain-expression fallback reads "? 5" as 5 ---
+    ("stray_question_before", f"{B}{{? 5}}", "5", "wrong"),
+    ("stray_snowman_before", f"{B}{{\u2603 5}}", "5", "wrong"),
+    ("stray_snowman_after", f"{B}{{5 \u2603}}", "5", "wrong"),
+    ("stray_question_after", f"{B}{{5?}}", "5", "wrong"),
+    ("stray_star", f"{B}{{\u2605 5}}", "5", "wrong"),
+    ("stray_emoji", f"{B}{{\U0001f600 5}}", "5", "wrong"),
+    ("stray_check_mark", f"{B}{{\u2713 5}}", "5", "wrong"),
+    ("stray_at", f"{B}{{@ 5}}", "5", "wrong"),
+    ("stray_hash", f"{B}{{# 5}}", "5", "wrong"),
+    ("stray_double_quote", f'{B}{{" 5}}', "5", "wrong"),
+    ("stray_backtick", f"{B}{{` 5}}", "5", "wrong"),
+    ("stray_curly_quote", f"{B}{{\u2018 5}}", "5", "wrong"),
+    ("stray_inverted_question", f"{B}{{\u00bf 5}}", "5", "wrong"),
+    ("stray_in_text", f"{B}{{5 \\text{{?}}}}", "5", "wrong"),
+    ("dangling_bang", f"{B}{{! 5}}", "5", "wrong"),
+    ("dangling_semicolon", f"{B}{{; 5}}", "5", "wrong"),
+    ("dangling_ampersand", f"{B}{{& 5}}", "5", "wrong"),
+    ("dangling_colon", f"{B}{{: 5}}", "5", "wrong"),
+    ("stray_answer_line", "The answer is ? 5", "5", "wrong"),
+    ("stray_hash_line", "#### \u2603 5", "5", "wrong"),
+    ("stray_box_is_a_hedge", f"{B}{{5}} so {B}{{? 5}}", "5", "hedged"),
+    ("factorial_is_not_five", f"{B}{{5!}}", "5", "wrong"),  # 5! = 120
+    # --- Legitimate symbols stay accepted ---
+    ("unicode_times", f"{B}{{2\u00d72.5}}", "5", "correct"),
+    ("unicode_divide", f"{B}{{10\u00f72}}", "5", "correct"),
+    ("unicode_pi", f"{B}{{\u03c0/2}}", "\\frac{\\pi}{2}", "correct"),
+    ("unicode_union", f"{B}{{[1,2]\u222a(3,\u221e)}}", "[1,2]\\cup(3,\\infty)", "correct"),
+    ("unicode_le", f"{B}{{x \u2264 5}}", "x \\le 5", "correct"),
+    ("unicode_degree", f"{B}{{40\u00b0}}", "40\u00b0", "correct"),
+    ("greek_letter", f"{B}{{2\u03b1}}", "2\\alpha", "correct"),
+    ("accented_text", f"{B}{{\\text{{Z\u00fcrich}}}}", "\\text{Z\u00fcrich}", "correct"),
+    ("umlaut_escape", f'{B}{{\\text{{G\\"odel}}}}', '\\text{G\\"odel}', "correct"),
+    ("fullwidth_digit", f"{B}{{\uff15}}", "5", "correct"),
+    ("nbsp_thousands", f"{B}{{1\u00a0000}}", "1000", "correct"),
+    ("latex_spacing", f"{B}{{\\;5\\,}}", "5", "correct"),
+    ("tilde_spacing", f"{B}{{~ 5}}", "5", "correct"),
+    ("spacing_then_factorial", f"{B}{{\\!5!}}", "120", "correct"),
+    ("aligned_ampersand", f"{B}{{x &= 5}}", "5", "correct"),
+    ("matrix_ampersand", f"{B}{{{MATRIX}}}", MATRIX, "correct"),
+    ("semicolon_list", f"{B}{{(1,2); (3,4)}}", "(1,2); (3,4)", "correct"),
+    ("ratio_colon", f"{B}{{3:4}}", "3:4", "correct"),
+    ("absolute_value", f"{B}{{|-5|}}", "5", "correct"),
 ]
 
 
@@ -146,8 +190,26 @@ def test_table_size_and_unique_ids():
         ("Answer:\n 12", "12"),
         ("no marked answer 42", None),
         ("\\boxed{3", None),
+        ("\\boxed{? 5}", None),  # a stray symbol: no answer to vote for
+        ("\\boxed{\u2603 5}", None),
+        ("The answer is 5 \u2603", None),
+        ("\\boxed{2\u00d72.5}", "2\u00d72.5"),
+        ("\\boxed{\\;5\\,}", "\\;5\\,"),
     ],
-    ids=["gsm8k", "boxed_frac", "last_nested", "phrase", "answer_newline", "none", "unclosed"],
+    ids=[
+        "gsm8k",
+        "boxed_frac",
+        "last_nested",
+        "phrase",
+        "answer_newline",
+        "none",
+        "unclosed",
+        "stray_question",
+        "stray_snowman",
+        "stray_phrase",
+        "unicode_times",
+        "latex_spacing",
+    ],
 )
 def test_extract_answer(text, expected):
     assert math_lib.extract_answer(text) == expected

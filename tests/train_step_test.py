@@ -129,10 +129,14 @@ def test_logged_token_means_ignore_padding_rows_under_every_aggregation(params, 
     )
     expected = float(np.sum(np.where(mask, entropy, 0.0)) / mask.sum())
     padded = jax.tree.map(lambda x: np.concatenate([x, np.zeros_like(x)]), batch)  # 4 empty rows
+    metrics = []
     for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
         rl = dataclasses.replace(RL, loss_agg=agg, norm_len=8)
         step = step_lib.make_train_step(model_cfg=CFG, rl=rl, optimizer=OPT, num_micro=num_micro)
         _, m = step(state_lib.init_state(_copy(params), OPT), padded)
         np.testing.assert_allclose(m["rl/entropy"], expected, rtol=1e-5, err_msg=agg)
         np.testing.assert_allclose(m["rl/ratio_mean"], 1.0, rtol=1e-5, err_msg=agg)
-        assert float(m["rl/approx_kl"]) < 1e-6 and float(m["rl/log_ratio_abs_max"]) < 1e-5
+        metrics.append(m)
+    # On policy: the sampler-vs-trainer mismatch metrics read (numerically) zero.
+    assert all(float(m["rl/approx_kl"]) < 1e-6 for m in metrics)
+    assert all(float(m["rl/log_ratio_abs_max"]) < 1e-5 for m in metrics)

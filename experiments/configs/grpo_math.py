@@ -108,9 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # sampler: () samples on the training mesh; a (data, fsdp, tensor) shape samples on a sub-mesh
     # (or another layout) of the same devices, weights resharded once per rollout.
     c.mesh = dict(shape=(-1, 1, 1), sampler=())
-    # Research objectives (docs/delta.md, docs/opd.md, docs/distil.md), all off here; experiments/configs/opd_math.py and
-    # distil_math.py switch them on. DelTA: per-token advantage coefficients (token_mean only).
-    c.delta = dict(enabled=False, lam_min=0.8, lam_max=1.2, iters=1, chunk=0)
+    # Research objectives (docs/delta.md, docs/opd.md, docs/distil.md), all off here;
+    # experiments/configs/opd_math.py and distil_math.py switch them on.
+    # DelTA: per-token advantage coefficients (token_mean only).
+    c.delta = dict(enabled=False, lam_min=0.8, lam_max=1.2, iters=1, chunk=0, gamma="released")
     # OPD: teacher = HF folder sharing the tokenizer; horizon full | truncated (TOPD, rho) |
     # linear (POPD: h0_frac -> 1 over ramp_steps) | staged (POPD: (start_step, fraction) pairs).
     c.opd = dict(

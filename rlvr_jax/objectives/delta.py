@@ -1,6 +1,10 @@
-"""DelTA's per-token coefficients (Zhang, Wu, Lin 2026, arXiv 2605.21467; RESEARCH.md 2): token-
+"""DelTA's per-token coefficients (Zhang, Wu, Lin 2026, arXiv 2605.21467; docs/delta.md): token-
 gradient proxies, advantage-weighted centroids, side margins and the self-normalised weights that
 rescale the sequence advantage, A_{i,t} = omega_{i,t} * A_i. Also DeltaConfig and a logging metric.
+
+The reference is the authors' released code (RUCBM/DelTA, verl-DelTA/verl/workers/actor/
+dp_actor.py, DataParallelPPOActor.compute_log_prob_h; defaults from recipe/dapo/srcs/run_DelTA.sh),
+reproduced by default, including its gamma schedule (see GAMMA_SCHEDULES).
 """
 
 # pylint: disable=invalid-name
@@ -18,17 +22,27 @@ from rlvr_jax.objectives.rl_config import is_int, is_num
 EPS = 1e-8
 # f32 matmuls at full precision: TPU/GPU defaults (bf16 passes, TF32) would shift the margins.
 _HIGHEST = jax.lax.Precision.HIGHEST
+# Which margins the temperatures gamma+- are the std of, during and after the K refinement passes.
+#   "released": the authors' code. Each pass soft-assigns with the gamma it holds, then sets gamma
+#     to the std of the margins it just used (those of the centroids *before* its update), so
+#     gamma trails the centroids by one pass: pass k uses the margins of mu_{k-1} over the std of
+#     those of mu_{k-2} (mu_{-1} = mu_0), and the final coefficients use those of mu_K over the
+#     std of those of mu_{K-1}. Identical to "current" at K = 0.
+#   "current": every gamma is the std of the margins it divides (from the newest centroids), the
+#     behaviour of this module before "released" became the default; up to ~0.1 apart at K = 1.
+GAMMA_SCHEDULES = ("released", "current")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DeltaConfig:
-    """DelTA's knobs (RESEARCH.md 2; run_DelTA.sh defaults). Frozen, hashable: a static jit arg."""
+    """DelTA's knobs (docs/delta.md; run_DelTA.sh defaults). Frozen, hashable: a static jit arg."""
 
     enabled: bool = False  # rescale the advantage per token by omega
     lam_min: float = 0.8  # lower end of the raw coefficient; zero-advantage responses get it
     lam_max: float = 1.2  # upper end of the raw coefficient
     iters: int = 1  # K, soft-assignment refinement passes of the centroids
     chunk: int = 0  # completion positions per step of the memory-efficient path; 0: direct
+    gamma: str = "released"  # which margins gamma+- is the std of (GAMMA_SCHEDULES); authors'
 
     def __post_init__(self):
         def fail(name: str, why: str):
@@ -44,11 +58,13 @@ class DeltaConfig:
         for name in ("iters", "chunk"):
             if not is_int(getattr(self, name)) or getattr(self, name) < 0:
                 fail(name, "must be an int >= 0")
+        if self.gamma not in GAMMA_SCHEDULES:
+            fail("gamma", f"must be one of {GAMMA_SCHEDULES}")
 
 
 def token_grad_proxy(p_BxT: jax.Array, h_BxTxD: jax.Array) -> jax.Array:
     """v = (1 - p) * h, float32: the gradient of log p(y_t) w.r.t. the sampled token's unembedding
-    row, with p = pi(y_t | s_t) and h the final hidden state fed to the LM head (RESEARCH.md 2,
+    row, with p = pi(y_t | s_t) and h the final hidden state fed to the LM head (docs/delta.md,
     step 2)."""
     chex.assert_rank([p_BxT, h_BxTxD], [2, 3])
     chex.assert_equal_shape_prefix([p_BxT, h_BxTxD], 2)
@@ -117,7 +133,10 @@ def _sq_dists(v_BxTxD: jax.Array, valid_BxT: jax.Array, mu_2xD: jax.Array, chunk
 
 
 def _side_std(m_BxT: jax.Array, side_BxT: jax.Array) -> jax.Array:
-    """Population std of the margins over one side's valid tokens, at least sqrt(EPS)."""
+    """Population std (ddof 0) of the margins over one side's valid tokens, at least sqrt(EPS).
+
+    The released code's sqrt(clamp(E[m^2] - E[m]^2, eps)) with count >= 1, written two-pass: the
+    same value, without the one-pass form's float32 cancellation when |mean| >> std."""
     n = jnp.maximum(jnp.sum(side_BxT), 1).astype(jnp.float32)
     mean = jnp.sum(jnp.where(side_BxT, m_BxT, 0.0)) / n
     var = jnp.sum(jnp.where(side_BxT, jnp.square(m_BxT - mean), 0.0)) / n
@@ -133,26 +152,32 @@ def coefficients(
     lam_max: float = 1.2,
     iters: int = 1,
     chunk: int = 0,
+    gamma: str = "released",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """DelTA's self-normalised token coefficients omega_BxT (float32, 0 on padding) and stats.
 
-    RESEARCH.md 2, steps 3-7, over the valid tokens (mask_BxT) of the whole batch:
+    docs/delta.md, steps 3-7, over the valid tokens (mask_BxT) of the whole batch, as the released
+    compute_log_prob_h does them (its d = 1, lam_w = 1, gamma_time = 1 are no-ops, left out):
       a+ = max(A, 0), a- = max(-A, 0);  mu+- = sum a+- v / sum a+-
       m = ||v - mu-||^2 - ||v - mu+||^2 in positive responses (signs swapped in negative ones)
-      gamma+- = population std of m over that side's tokens (variance >= EPS = 1e-8)
-      K = iters times: q = sigmoid(m / gamma_side); mu+- = sum q a+- v / sum q a+-; then m, gamma
-        are recomputed from the new centroids (the released code keeps gamma one pass behind)
+      gamma+- = population std (ddof 0) of m over that side's tokens (variance >= EPS = 1e-8)
+      K = iters times: q = sigmoid(m / gamma_side); mu+- = sum q a+- v / sum q a+-; then m is
+        recomputed from the new centroids, and gamma as the `gamma` schedule says:
+        "released" (default, the authors' code): gamma <- std of the margins this pass used, one
+        pass behind the centroids; "current": gamma <- std of the new margins (GAMMA_SCHEDULES)
       omega_raw = lam_min + (lam_max - lam_min) sigmoid(m / gamma_side); lam_min where A = 0
-      omega = omega_raw * N_valid / sum omega_raw  (mean 1 over valid tokens)
+      omega = omega_raw * N_valid / max(sum omega_raw, EPS)  (mean 1 over valid tokens, the
+        zero-advantage ones included, as the released tk_sum / wht_sum)
     Centroid denominators are max(., EPS): an empty side has centroid 0 and gamma sqrt(EPS).
     chunk > 0 runs the memory-efficient variant: distances expanded algebraically, computed chunk
     completion positions at a time ([B, chunk, D] live besides v; B stays whole, so a batch-sharded
     v is never gathered). Everything is stop-gradient: the coefficients are constants of the loss.
     stats: "omega_raw" (the [B, T] un-normalised coefficients; pop it before logging) and float32
-    scalars "delta/omega_{mean,std,min,max}" (normalised, over valid tokens), "delta/gamma_pos",
-    "delta/gamma_neg", "delta/centroid_dist" = ||mu*+ - mu*-|| = ||W||, "delta/disc_bias"
-    b = -(||mu*+||^2 - ||mu*-||^2) / 2 and "delta/disc_acc", the share of signed tokens that the
-    logged discriminator W.v + b puts on their own side (m > 0, as m = 2 sign(A) (W.v + b)).
+    scalars "delta/omega_{mean,std,min,max}" (normalised, over valid tokens), "delta/gamma_pos"
+    and "delta/gamma_neg" (the ones the final coefficients divide by), "delta/centroid_dist" =
+    ||mu*+ - mu*-|| = ||W||, "delta/disc_bias" b = -(||mu*+||^2 - ||mu*-||^2) / 2 and
+    "delta/disc_acc", the share of signed tokens that the logged discriminator W.v + b puts on
+    their own side (m > 0, as m = 2 sign(A) (W.v + b)).
     """
     chex.assert_rank([v_BxTxD, adv_B, mask_BxT], [3, 1, 2])
     chex.assert_equal_shape_prefix([v_BxTxD, mask_BxT], 2)
@@ -161,6 +186,8 @@ def coefficients(
         raise ValueError(f"delta.coefficients iters={iters!r} must be an int >= 0")
     if not is_int(chunk) or chunk < 0:
         raise ValueError(f"delta.coefficients chunk={chunk!r} must be an int >= 0")
+    if gamma not in GAMMA_SCHEDULES:
+        raise ValueError(f"delta.coefficients gamma={gamma!r} must be one of {GAMMA_SCHEDULES}")
     sg = jax.lax.stop_gradient
     v_BxTxD = sg(v_BxTxD)
     adv_B = sg(adv_B).astype(jnp.float32)
@@ -184,11 +211,16 @@ def coefficients(
         return m_BxT / jnp.where(pos_BxT, gamma_pos, jnp.where(neg_BxT, gamma_neg, 1.0))
 
     mu_2xD = centroids(a_BxTx2)
-    m_BxT, gamma_pos, gamma_neg = margins(mu_2xD)
+    m_BxT, std_pos, std_neg = margins(mu_2xD)  # std_*: the side stds of the margins m_BxT
+    gamma_pos, gamma_neg = std_pos, std_neg  # the temperatures in use
     for _ in range(iters):
         q_BxT = jax.nn.sigmoid(scaled(m_BxT, gamma_pos, gamma_neg))  # soft own-side assignment
         mu_2xD = centroids(q_BxT[..., None] * a_BxTx2)
-        m_BxT, gamma_pos, gamma_neg = margins(mu_2xD)
+        if gamma == "released":  # the std of the margins this pass assigned with: one pass behind
+            gamma_pos, gamma_neg = std_pos, std_neg
+        m_BxT, std_pos, std_neg = margins(mu_2xD)
+        if gamma == "current":
+            gamma_pos, gamma_neg = std_pos, std_neg
 
     s_BxT = jax.nn.sigmoid(scaled(m_BxT, gamma_pos, gamma_neg))
     signed_BxT = pos_BxT | neg_BxT

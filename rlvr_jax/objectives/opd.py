@@ -113,8 +113,8 @@ def horizon_tokens(cfg: OPDConfig, step: int, full_len: int) -> int:
 
     full: L.  truncated (TOPD): ceil(rho * L).  linear (POPD): min(L, ceil(H_0 + (L - H_0) * k /
     K_ramp)) with H_0 = ceil(h0_frac * L).  staged (POPD): ceil(f * L) for the last stage whose
-    start_step <= k.  Always an int in [1, L] (arXiv 2605.31490; the schedule is a formalization, docs/opd.md
-    formalization). Host-side Python: the sampler's max_new_tokens is static.
+    start_step <= k.  Always an int in [1, L] (arXiv 2605.31490; the schedule is our
+    formalization, docs/opd.md). Host-side Python: the sampler's max_new_tokens is static.
     """
     if not is_int(full_len) or full_len < 1:
         raise ValueError(f"full_len must be an int >= 1, got {full_len!r}")

@@ -41,7 +41,7 @@ class RLConfig:
     dual_clip: float | None = None  # c > 1: for A < 0 the token loss is capped at c * |A|
     # The token loss, one of POLICY_LOSSES (docs/rlif.md): the PPO clip; KL-Cov (no clip, a
     # |logp - old_logp| penalty on the top-covariance tokens); Clip-Cov (the PPO clip, a random
-    # share of the tokens with covariance in (lb, ub) detached). Defaults are verl's.
+    # share of the tokens with covariance in (lb, ub) detached). Defaults: the paper's recipes.
     policy_loss: str = "ppo_clip"
     kl_cov_ratio: float = 0.002  # share of the valid tokens KL-Cov penalises
     kl_cov_coef: float = 1.0  # weight of |logp - old_logp| on them (verl's ppo_kl_coef)

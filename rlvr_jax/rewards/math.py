@@ -1,11 +1,16 @@
 """Math final-answer reward: extract one final answer from a completion and compare it with the
-reference through math-verify (LaTeX -> SymPy) under the stricter rules of shared/VERIFIERS.md.
+reference through math-verify (LaTeX -> SymPy) under the stricter rules of docs/verifiers.md.
 
 Rules, in order:
 - Input: a completion over `max_chars` is `too_long` before any regex runs.
 - Extraction: every non-empty balanced `\\boxed{}` / `\\fbox{}`; else every GSM8K `#### x` line;
   else the last `Answer: x` / `The (final) answer is x` phrase (prose says "the answer is not 5",
   so only the last phrase counts). No last-number fallback: an answer must be marked.
+- Stray symbols: an answer holding a character no math answer uses (`? 5`, `☃ 5`, `"5"`, an
+  emoji) or starting with a dangling `! & ; : ,` is `wrong`, and `extract_answer` gives None for
+  it; math-verify would read the number next to the junk. Allowed: ASCII except ? @ " ` and bare
+  #, LaTeX escapes (\\! \\; \\# \\"), letters and digits of any script, math and currency
+  symbols, brackets, spaces and ° ℃ ℉ · … ′ ″ ‴. The reference is not checked (dataset text).
 - One final answer: several distinct answers are `hedged` (reward 0) unless every one of them is
   correct (`\\boxed{0.5} ... \\boxed{\\frac12}`); an answer with "or" (or \\lor, \\vee) is `hedged`.
 - Exact values compare exactly: a decimal prediction is read as the rational it spells (0.5 = 1/2,
@@ -24,6 +29,7 @@ import dataclasses
 import fractions
 import re
 import threading
+import unicodedata
 
 import math_verify
 import math_verify.errors
@@ -92,6 +98,11 @@ _UNICODE = str.maketrans(
     {"\u2212": "-", "\u00d7": r"\times ", "\u00f7": r"\div ", "\u00b7": r"\cdot ",
      "\u03c0": r"\pi ", "\u221e": r"\infty ", "\u00a0": " ", "\u2009": " ", "\u202f": " "}
 )  # fmt: skip
+_LATEX_ESCAPE_RE = re.compile(r"\\[ -~]")  # \! \; \# \" \\ ... (and a command's 1st letter)
+_STRAY_ASCII = frozenset('?@"`#')  # no LaTeX meaning unescaped (# is a macro parameter)
+_DANGLING = frozenset("!&;:,")  # an operator or separator with nothing before it
+_MATH_UNICODE = frozenset("\u00b0\u2103\u2109\u00b7\u2026\u2032\u2033\u2034")  # ° ℃ ℉ · … ′ ″ ‴
+_MATH_CATEGORIES = ("L", "M", "N", "Sm", "Sc", "Ps", "Pe", "Z")  # letters, digits, math, brackets
 _EXTRACTION = (
     math_verify.LatexExtractionConfig(boxed_match_priority=0),
     math_verify.ExprExtractionConfig(),
@@ -156,10 +167,12 @@ def extract_answer(text: str) -> str | None:
     """The final answer of a completion or a reference solution (`...#### 42` -> "42"), or None.
 
     The last box, else the last `####` line, else the last `Answer:` phrase; only the last
-    MAX_CHARS characters are read.
+    MAX_CHARS characters are read. None too for an answer with a stray symbol (`? 5`): score_math
+    scores it wrong against any reference, so it must not join a cluster vote.
     """
     candidates, _ = _candidates(text[-MAX_CHARS:])
-    return candidates[-1].strip() if candidates else None
+    answer = candidates[-1].strip() if candidates else None
+    return None if answer is None or _stray_symbol(_normalize(answer)) else answer
 
 
 # --- Normalisation and pre-scan ---
@@ -177,6 +190,19 @@ def _normalize(answer: str) -> str:
     if _GROUPED_RE.fullmatch(s):
         s = s.replace(",", "")  # 1,000,050 -> 1000050 (a whole-answer number, not a set)
     return s
+
+
+def _stray_symbol(s: str) -> str | None:
+    """The first non-mathematical character of a normalised answer (`? 5` -> "?"), or None."""
+    if s[:1] in _DANGLING:
+        return s[0]
+    for ch in _LATEX_ESCAPE_RE.sub("", s):
+        if ch.isascii():
+            if ch in _STRAY_ASCII:
+                return ch
+        elif ch not in _MATH_UNICODE and not unicodedata.category(ch).startswith(_MATH_CATEGORIES):
+            return ch
+    return None
 
 
 def _split_percent(s: str) -> tuple[str, bool]:
@@ -351,6 +377,8 @@ def _judge_one(gold_s: str, pred_s: str) -> tuple[str, str]:
         return "too_long", f"answer longer than {MAX_ANSWER_CHARS} chars"
     if _OR_RE.search(pred_s) and not _OR_RE.search(gold_s):
         return "hedged", "'or' in the answer"
+    if stray := _stray_symbol(pred_s):
+        return "wrong", f"stray symbol {stray!r} in the answer"
     gold_s, gold_pct = _split_percent(gold_s)
     pred_s, pred_pct = _split_percent(pred_s)
     if pred_pct and not gold_pct:

@@ -109,9 +109,7 @@ def save_trajectory(manager: ocp.CheckpointManager, step: int, params) -> None:
     redoing it, bitwise the same) is kept as it is."""
     if step in manager.all_steps():
         return
-    manager.save(
-        step, args=ocp.args.Composite(**{TRAJECTORY_ITEM: ocp.args.StandardSave(params)})
-    )
+    manager.save(step, args=ocp.args.Composite(**{TRAJECTORY_ITEM: ocp.args.StandardSave(params)}))
 
 
 def make_reader(path: str) -> ocp.CheckpointManager:

@@ -459,6 +459,8 @@ def _fmt(m: dict[str, Any]) -> str:
         "rl/kl",
         "eval/pass@1",
         "eval/greedy_acc",
+        "rollout/mismatch_kl",
         "perf/tokens_per_s",
     )
-    return json.dumps({k.split("/")[-1]: round(float(m[k]), 4) for k in keys if k in m})
+    # 4 significant digits: the mismatch is ~1e-6 in float32 and must not print as 0.
+    return json.dumps({k.split("/")[-1]: float(f"{float(m[k]):.4g}") for k in keys if k in m})

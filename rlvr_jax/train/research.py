@@ -1,7 +1,7 @@
-"""The loop's side of the research objectives (docs/delta.md, docs/opd.md, docs/distil.md): typed configs from the
-experiment's ConfigDict, the OPD teacher, the TOPD/POPD rollout horizon, OPD advantages and DistIL's
-feedback-conditioned teacher targets. DelTA needs nothing here beyond its config: the train step
-computes its coefficients (train/step.py).
+"""The loop's side of the research objectives (docs/delta.md, docs/opd.md, docs/distil.md):
+typed configs from the experiment's ConfigDict, the OPD teacher, the TOPD/POPD rollout
+horizon, OPD advantages and DistIL's feedback-conditioned teacher targets. DelTA needs nothing
+here beyond its config: the train step computes its coefficients (train/step.py).
 """
 
 # pylint: disable=invalid-name
