@@ -8,7 +8,11 @@ setuptools.setup(
     description=(
         "Reinforcement learning with verifiable rewards (GRPO and the research frontier) in JAX."
     ),
-    packages=setuptools.find_packages(include=["rlvr_jax", "rlvr_jax.*"]),
+    # experiments/ and benchmarks/ too, so their scripts import `experiments.*` / `benchmarks.*`
+    # (and tests import `experiments.configs`) from any directory without touching sys.path.
+    packages=setuptools.find_packages(
+        include=["rlvr_jax", "rlvr_jax.*", "experiments", "experiments.*", "benchmarks"]
+    ),
     package_data={"rlvr_jax": ["models/assets/*/*"]},
     python_requires=">=3.10",
     install_requires=[
@@ -46,7 +50,10 @@ setuptools.setup(
             "nbformat>=5.10,<6",
             "nbclient>=0.10,<0.12",
             "ipykernel>=6.29,<8",
+            "reasoning-gym==0.1.25",
         ],
+        # data.source="reasoning_gym" (rlvr_jax/tasks/reasoning_gym.py): procedural generators.
+        "rg": ["reasoning-gym==0.1.25"],
         "data": ["pyarrow>=26.0,<27", "tensorflow-datasets>=4.9.10,<4.10"],
         # benchmarks/grpo_step_vs_trl.py: TRL's GRPOTrainer (1.16.0 works with transformers 5.24).
         "bench": ["torch==2.13.0", "trl==1.16.0"],

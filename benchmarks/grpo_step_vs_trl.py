@@ -29,18 +29,11 @@ import collections
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-if "--single_device" not in sys.argv:  # one CPU device per core, set before jax starts a backend
-    _COUNT = f"--xla_force_host_platform_device_count={os.cpu_count()}"
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _COUNT).strip()
-
-import datasets  # noqa: E402
-import jax  # noqa: E402
+import datasets
+import jax
 import numpy as np
 import torch
 import transformers
@@ -48,24 +41,28 @@ import trl
 from absl import app, flags
 
 from benchmarks import peak as peak_lib
+from rlvr_jax import distributed, sampling
 from rlvr_jax import mesh as mesh_lib
-from rlvr_jax import sampling
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import advantages as advantages_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import rl_config
 from rlvr_jax.rewards import math as math_lib
-from rlvr_jax.train import distributed
-from rlvr_jax.train import rollout as rollout_lib
+from rlvr_jax.rollout import single_turn
+from rlvr_jax.rollout import types as rollout_types
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["3m", "30m"], "Model sizes: 3m (qwen2_3m), 30m (qwen2_30m).")
 _STEPS = flags.DEFINE_integer("steps", 3, "Timed GRPO steps per system (median reported).")
-flags.DEFINE_bool("single_device", False, "rlvr_jax on one CPU device instead of one per core.")
+_SINGLE_DEVICE = flags.DEFINE_bool(
+    "single_device", False, "rlvr_jax on one CPU device instead of one per core."
+)
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
 GOAL = {"3m": 2.0, "30m": 1.5}  # rlvr_jax / TRL tokens/s
@@ -102,9 +99,12 @@ class JaxGRPO:
             jax.device_put(host, param_shd)
         )
         self.train_step = step_lib.make_train_step(
-            model_cfg=cfg, rl=self.rl, optimizer=optimizer, shardings=state_shd
+            model_cfg=cfg,
+            objective=objective_lib.compose(self.rl),
+            optimizer=optimizer,
+            shardings=state_shd,
         )
-        self.ref_logps_fn = step_lib.make_logps_fn(model_cfg=cfg, param_shardings=param_shd)
+        self.ref_logps_fn = forward_lib.make_logps_fn(model_cfg=cfg, param_shardings=param_shd)
         self.examples = [
             data_types.Example(uid=str(i), prompt=q, answer="") for i, q in enumerate(PROMPTS)
         ]
@@ -117,7 +117,7 @@ class JaxGRPO:
     def step(self) -> None:
         t0 = time.perf_counter()
         # --- Rollout (sample + host reward) ---
-        r = rollout_lib.sample(
+        r = single_turn.sample(
             self.state.params,
             self.tok,
             self.examples,
@@ -133,7 +133,7 @@ class JaxGRPO:
         t1 = time.perf_counter()
         # --- Advantages, reference log-probs ---
         adv_B = np.asarray(advantages_lib.compute(r.rewards_B, self.rl), np.float32)
-        batch = distributed.global_rows(rollout_lib.to_batch(r, adv_B), self.mesh)
+        batch = distributed.global_rows(rollout_types.to_batch(r, adv_B), self.mesh)
         batch = batch.replace(
             ref_logps_BxTc=jax.block_until_ready(
                 self.ref_logps_fn(
@@ -256,6 +256,8 @@ def _fmt_parts(parts: dict[str, float]) -> str:
 
 def main(argv):
     del argv
+    if not _SINGLE_DEVICE.value:
+        mesh_lib.use_cpu_devices()  # one CPU device per core, before jax starts a backend
     if set(_SIZES.value) - set(PRESET) or _STEPS.value < 1:
         raise app.UsageError(f"--sizes must be among {sorted(PRESET)} and --steps >= 1")
     torch.set_num_threads(os.cpu_count() or 1)

@@ -19,29 +19,21 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# One CPU device per core, set before jax starts its backend (as the experiment mains do).
-_CORES = os.cpu_count() or 1
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_CORES}"
-)
+import jax
+import numpy as np
+import torch
+import transformers
+from absl import app, flags
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from absl import app, flags  # noqa: E402
-
-from benchmarks import peak as peak_lib  # noqa: E402
-from rlvr_jax import mesh as mesh_lib  # noqa: E402
-from rlvr_jax import sampling  # noqa: E402
-from rlvr_jax.models import config as config_lib  # noqa: E402
-from rlvr_jax.models import hf  # noqa: E402
-from rlvr_jax.models import params as params_lib  # noqa: E402
+from benchmarks import peak as peak_lib
+from rlvr_jax import mesh as mesh_lib
+from rlvr_jax import sampling
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import hf
+from rlvr_jax.models import params as params_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["3m", "30m"], "Model sizes: 3m (qwen2_3m), 30m (qwen2_30m).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed runs per system (median reported).")
@@ -107,6 +99,7 @@ LAYOUTS = {"data": (-1, 1, 1), "tensor": (1, 1, -1)}  # mesh shapes over one CPU
 
 def main(argv):
     del argv
+    mesh_lib.use_cpu_devices()  # one CPU device per core, before jax starts a backend
     peak = peak_lib.matmul_peak_flops()
     print(
         f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, "

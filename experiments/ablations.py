@@ -21,7 +21,7 @@ from typing import Any
 import ml_collections
 
 from experiments.configs import distil_math, grpo_math, opd_math, rlif_math
-from rlvr_jax.train import loop
+from rlvr_jax import config as experiment
 from rlvr_jax.train import metrics as metrics_lib
 
 
@@ -85,7 +85,7 @@ def warm_start(root: str, budget: Budget, seed: int = 0) -> str:
         c.warm_start.steps = budget.warm_steps
         c.train.steps = 0
         c.export_hf = True
-        loop.run(c, workdir)
+        experiment.run(c, workdir)
     return out
 
 
@@ -97,7 +97,7 @@ def teacher(root: str, budget: Budget, warm: str, seed: int = 0) -> str:
         c = _from_warm(_base(budget, seed), warm)
         c.train.steps = budget.teacher_steps
         c.export_hf = True
-        loop.run(c, workdir)
+        experiment.run(c, workdir)
     return out
 
 
@@ -150,7 +150,7 @@ def run_variant(
             return json.load(f)
     c = _from_warm(_apply(_base(budget, seed, module), overrides), warm)
     t0 = time.perf_counter()
-    loop.run(c, workdir)
+    experiment.run(c, workdir)
     wall = time.perf_counter() - t0
     rows = metrics_lib.read_metrics(workdir)
     evals = [r for r in rows if "eval/pass@1" in r]

@@ -7,15 +7,7 @@ fraction passed (`code.reward_mode`). Same loop, flags and resume behaviour as g
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app  # noqa: E402
-
-from experiments import grpo_math  # noqa: E402
+from experiments import entry
 
 if __name__ == "__main__":
-    grpo_math.define_flags("grpo_code.py")
-    app.run(grpo_math.main)
+    entry.run("grpo_code.py")

@@ -13,12 +13,9 @@ Results also go to results.json in the same folder.
 
 from __future__ import annotations
 
-import os
-import sys
+from absl import app, flags, logging
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags, logging  # noqa: E402
+from rlvr_jax import mesh
 
 _T_CUT = flags.DEFINE_integer("t_cut", None, "Last observed RL step (the prefix).", required=True)
 _TARGETS = flags.DEFINE_list("targets", None, "RL steps to extrapolate to.", required=True)
@@ -32,10 +29,8 @@ _EVALUATE = flags.DEFINE_bool("evaluate", True, "Evaluate extrapolated and real 
 def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
-    flags_env = os.environ.get("XLA_FLAGS", "")
-    if "xla_force_host_platform_device_count" not in flags_env:  # before jax starts a backend
-        count = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
-        os.environ["XLA_FLAGS"] = f"{flags_env} {count}".strip()
+    mesh.use_cpu_devices()
+    # Imported after XLA_FLAGS is set, so nothing in train/ can start a backend before it.
     from rlvr_jax.train import relex_eval
 
     targets = [int(t) for t in _TARGETS.value]

@@ -11,21 +11,17 @@ loads.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
+from absl import app, flags, logging
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from rlvr_jax import sampling  # noqa: E402
-from rlvr_jax.models import config as config_lib  # noqa: E402
-from rlvr_jax.models import hf  # noqa: E402
-from rlvr_jax.models import params as params_lib  # noqa: E402
-from rlvr_jax.models import tokenizer as tokenizer_lib  # noqa: E402
+from rlvr_jax import sampling
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import hf
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Local HF folder; default: tiny preset.")
 _PRESET = flags.DEFINE_string("preset", "tiny", "Model preset when no --checkpoint is given.")

@@ -11,15 +11,11 @@ the trailing mean of `--last` evaluations is at least the plateau ("-" when it n
 from __future__ import annotations
 
 import os
-import sys
 
 import numpy as np
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-
-from rlvr_jax.train import metrics as metrics_lib  # noqa: E402
+from rlvr_jax.train import metrics as metrics_lib
 
 _BASELINE = flags.DEFINE_list("baseline", None, "Baseline run directories.", required=True)
 _TREATMENT = flags.DEFINE_list("treatment", None, "Treatment run directories.", required=True)

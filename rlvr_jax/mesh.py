@@ -3,11 +3,11 @@ shardings.
 
 Parameters carry logical axis names (models/params.param_axes); `DEFAULT_RULES` maps them to mesh
 axes, so the model never names a mesh axis. The batch is split over data x fsdp, the KV cache over
-the batch and its heads (tensor). On a CPU host, one JAX device per core (`cpu_devices_flag`) lets a
+the batch and its heads (tensor). On a CPU host, one JAX device per core (`use_cpu_devices`) lets a
 data- or tensor-parallel sampler use every core: XLA runs each device's program on its own thread.
 
 Multi-host: the mesh spans every process's devices in `jax.devices()` order (process-major), so
-each process holds a contiguous block of the batch rows (train/distributed.py relies on this).
+each process holds a contiguous block of the batch rows (rlvr_jax/distributed.py relies on this).
 """
 
 from __future__ import annotations
@@ -26,12 +26,19 @@ BATCH_AXES = ("data", "fsdp")  # the batch dimension is split over both
 
 
 def cpu_devices_flag(n: int | None = None) -> str:
-    """XLA_FLAGS entry giving the CPU backend `n` devices (default: one per core).
-
-    Must be in the environment before jax is imported; experiment mains call
-    `os.environ["XLA_FLAGS"] = mesh.cpu_devices_flag()` at the top.
-    """
+    """XLA_FLAGS entry giving the CPU backend `n` devices (default: one per core)."""
     return f"--xla_force_host_platform_device_count={n or os.cpu_count() or 1}"
+
+
+def use_cpu_devices(n: int | None = None) -> None:
+    """Appends `cpu_devices_flag(n)` to XLA_FLAGS unless XLA_FLAGS already sets a device count.
+
+    XLA reads the flag when jax starts its backends (the first device query or array), so call this
+    before that; importing jax or this module starts none. Only the CPU backend is affected.
+    """
+    env = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in env:
+        os.environ["XLA_FLAGS"] = f"{env} {cpu_devices_flag(n)}".strip()
 
 
 def make_mesh(

@@ -22,6 +22,8 @@ from etils import epath
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rlvr_jax.values import is_int
+
 FITS = ("linear",)
 STORE_DTYPES = ("float32", "float16", "bfloat16")
 COMMIT_MARKER = "commit_success.txt"  # orbax writes it last into a finished step directory
@@ -43,12 +45,12 @@ class RelexConfig:
         def fail(name: str, why: str):
             raise ValueError(f"RelexConfig.{name}={getattr(self, name)!r} {why}")
 
-        if not _is_int(self.rank) or self.rank < 1:
+        if not is_int(self.rank) or self.rank < 1:
             fail("rank", "must be an int >= 1")
-        if not _is_int(self.window_start) or self.window_start < 0:
+        if not is_int(self.window_start) or self.window_start < 0:
             fail("window_start", "must be an int >= 0")
         if self.window_end is not None and (
-            not _is_int(self.window_end) or self.window_end < self.window_start + 1
+            not is_int(self.window_end) or self.window_end < self.window_start + 1
         ):
             fail("window_end", f"must be None or an int > window_start={self.window_start}")
         if self.fit not in FITS:
@@ -442,7 +444,3 @@ def save_params(path: str, params) -> None:
     checkpointer.save(os.path.abspath(path), params)
     checkpointer.wait_until_finished()
     checkpointer.close()
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)

@@ -7,13 +7,13 @@ import shutil
 import jax
 import pytest
 
+from rlvr_jax import config as experiment
+from rlvr_jax.errors import ConfigError
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
-from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
-from rlvr_jax.train import research as research_lib
 from tests.loop_test import small_config
 
 STEPS = {"train.steps": 2, "eval.every": 0}
@@ -31,7 +31,7 @@ def _teacher(folder, preset="tiny", seed=1):
 
 
 def test_delta_in_the_loop_logs_its_coefficients(tmp_path):
-    loop.run(small_config(**STEPS, **{"delta.enabled": True}), str(tmp_path))
+    experiment.run(small_config(**STEPS, **{"delta.enabled": True}), str(tmp_path))
     rows = _rows(tmp_path)
     assert len(rows) == 2
     trained = [r for r in rows if r["rollout/prompts"] > 0]
@@ -47,10 +47,10 @@ def test_delta_in_the_loop_logs_its_coefficients(tmp_path):
 
 
 def test_delta_with_several_updates_computes_its_coefficients_once(tmp_path):
-    """rl.num_updates=2: one pre-update pass over the whole batch (step.make_delta_fn) gives the
+    """rl.num_updates=2: one pre-update pass over the whole batch (delta.make_delta_fn) gives the
     coefficients; the two updates then train on them."""
     overrides = {**STEPS, "delta.enabled": True, "rl.num_updates": 2}
-    loop.run(small_config(**overrides), str(tmp_path))
+    experiment.run(small_config(**overrides), str(tmp_path))
     trained = [r for r in _rows(tmp_path) if r["rollout/prompts"] > 0]
     assert trained
     for r in trained:
@@ -64,7 +64,7 @@ def test_overlong_filter_takes_truncated_completions_out_of_the_loss(tmp_path):
     L = 16
     overrides = {**STEPS, "rl.overlong_filter": True, "sampling.max_new_tokens": L}
     c = small_config(**overrides)
-    loop.run(c, str(tmp_path))
+    experiment.run(c, str(tmp_path))
     rows = _rows(tmp_path)
     B = c.train.prompts_per_step * c.rl.group_size
     assert any(r["rollout/truncated_frac"] > 0 for r in rows)  # not a vacuous pass
@@ -80,7 +80,7 @@ def test_topd_samples_only_its_horizon_and_distills(tmp_path):
     teacher = _teacher(tmp_path / "teacher")
     c = small_config(**STEPS, **{"opd.enabled": True, "opd.teacher": teacher})
     c.opd.horizon = "truncated"
-    loop.run(c, str(tmp_path / "run"))
+    experiment.run(c, str(tmp_path / "run"))
     L = c.sampling.max_new_tokens
     for r in _rows(tmp_path / "run"):
         assert r["opd/horizon"] == math.ceil(0.1 * L)
@@ -97,29 +97,31 @@ def test_opd_teacher_with_another_tokenizer_is_refused(tmp_path):
     with open(f"{teacher}/tokenizer.json", "w") as f:
         json.dump(tokenizer, f)
     c = small_config(**STEPS, **{"opd.enabled": True, "opd.teacher": teacher})
-    with pytest.raises(research_lib.ResearchConfigError, match="tokenizer differs"):
-        loop.run(c, str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="tokenizer differs"):
+        experiment.run(c, str(tmp_path / "run"))
 
 
 def test_distil_self_teacher_with_verifier_feedback(tmp_path):
-    loop.run(small_config(**STEPS, **{"distil.enabled": True, "distil.top_k": 4}), str(tmp_path))
+    experiment.run(
+        small_config(**STEPS, **{"distil.enabled": True, "distil.top_k": 4}), str(tmp_path)
+    )
     rows = _rows(tmp_path)
     assert len(rows) == 2
     assert all(math.isfinite(r["distil/ce"]) and r["distil/ce"] > 0 for r in rows)
 
 
 def test_research_configs_fail_with_the_key_named(tmp_path):
-    with pytest.raises(research_lib.ResearchConfigError, match="opd.enabled needs opd.teacher"):
-        loop.run(small_config(**{"opd.enabled": True}), str(tmp_path / "a"))
-    with pytest.raises(research_lib.ResearchConfigError, match="delta.enabled needs rl.loss_agg"):
-        loop.run(
+    with pytest.raises(ConfigError, match="opd.enabled needs opd.teacher"):
+        experiment.run(small_config(**{"opd.enabled": True}), str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="delta.enabled needs rl.loss_agg"):
+        experiment.run(
             small_config(**{"delta.enabled": True, "rl.loss_agg": "seq_mean_token_mean"}),
             str(tmp_path / "b"),
         )
     old = small_config()
     old.rlif.kl_cov = True  # the pre-issue-12 key: KL-Cov is a policy-loss mode now
-    with pytest.raises(research_lib.ResearchConfigError, match="rl.policy_loss='kl_cov'"):
-        loop.run(old, str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="rl.policy_loss='kl_cov'"):
+        experiment.run(old, str(tmp_path / "c"))
 
 
 def test_topd_sampler_generates_ceil_rho_l_tokens():
@@ -131,7 +133,7 @@ def test_topd_sampler_generates_ceil_rho_l_tokens():
     L = 64
     full = sampling.SamplingConfig(max_new_tokens=L, eos_ids=())
     topd = opd_lib.OPDConfig(enabled=True, horizon="truncated", rho=0.1)
-    cfg = research_lib.rollout_sampling(full, topd, step=7)
+    cfg = opd_lib.OPDHook(topd, None, None).sampling(full, step=7)
     assert cfg.max_new_tokens == math.ceil(0.1 * L) == 7
     model_cfg = config_lib.get_preset("tiny")
     params = params_lib.init_params(model_cfg, jax.random.key(0))
@@ -148,7 +150,7 @@ def test_rlif_trains_without_reading_any_answer(tmp_path, monkeypatch):
     (only the monitoring metrics that compare with answers)."""
     import dataclasses
 
-    from rlvr_jax.train import setup as setup_lib
+    from rlvr_jax.tasks import math as math_task
 
     overrides = {
         **STEPS,
@@ -156,15 +158,15 @@ def test_rlif_trains_without_reading_any_answer(tmp_path, monkeypatch):
         "rl.policy_loss": "kl_cov",
         "rl.kl_cov_ratio": 0.2,
     }
-    loop.run(small_config(**overrides), str(tmp_path / "true"))
-    load_data = setup_lib.load_data
+    experiment.run(small_config(**overrides), str(tmp_path / "true"))
+    load_data = math_task.load_data
 
     def corrupted(c):
         train, held_out = load_data(c)
         return [dataclasses.replace(e, answer="987654321") for e in train], held_out
 
-    monkeypatch.setattr(setup_lib, "load_data", corrupted)
-    loop.run(small_config(**overrides), str(tmp_path / "corrupted"))
+    monkeypatch.setattr(math_task, "load_data", corrupted)
+    experiment.run(small_config(**overrides), str(tmp_path / "corrupted"))
     a, b = _rows(tmp_path / "true"), _rows(tmp_path / "corrupted")
     keys = [k for k in a[0] if k.startswith(("train/", "rl/", "rlif/")) and "precision" not in k]
     assert {"rlif/vote_reward", "rlif/self_certainty", "rl/kl_cov_frac"} <= set(keys)

@@ -5,19 +5,24 @@ DistIL, rollout statistics of code verdicts."""
 import json
 import re
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.configs import grpo_code
 from experiments.configs import rubric as rubric_config
+from rlvr_jax import config as experiment
+from rlvr_jax import tasks as tasks_lib
 from rlvr_jax.data import code_synthetic, feedback, rubric_tasks, synthetic
+from rlvr_jax.errors import ConfigError
 from rlvr_jax.rewards import code as code_lib
 from rlvr_jax.rewards import math as math_lib
 from rlvr_jax.rewards import rubric as rubric_lib
-from rlvr_jax.train import loop
+from rlvr_jax.tasks import code as code_task
+from rlvr_jax.tasks import rubric as rubric_task
 from rlvr_jax.train import metrics as metrics_lib
+from rlvr_jax.train import run_config
 from rlvr_jax.train import setup as setup_lib
-from rlvr_jax.train import tasks as tasks_lib
 from tests import fixtures
 from tests.loop_test import SMALL
 
@@ -73,13 +78,13 @@ def test_code_tasks_load_from_mbpp_files_with_tests_by_uid(tmp_path):
     path.write_text(json.dumps(row) + "\n")
     c = grpo_code.get_config("format=mbpp")
     c.data.train_files = c.data.eval_files = (str(path),)
-    data = tasks_lib.load(c)
+    data = _task(c)
     (ex,) = data.train
     assert (
         data.test == data.train
         and ex.solution == "```python\ndef add(a, b):\n    return a + b\n```"
     )
-    assert [t.args for t in data.code_tasks[ex.uid].tests] == [(1, 2), (-1, 1)]
+    assert [t.args for t in data.by_uid[ex.uid].tests] == [(1, 2), (-1, 1)]
 
 
 def test_every_task_kind_scores_its_reference_solution_correct():
@@ -92,8 +97,8 @@ def test_every_task_kind_scores_its_reference_solution_correct():
         configs.append(grpo_code.get_config())
     for c in configs:
         c.data.train_size, c.data.eval_size = 6, 6
-        data = tasks_lib.load(c)
-        with tasks_lib.scorer(c, data) as score_fn:
+        data = _task(c)
+        with data.scorer() as score_fn:
             right = score_fn([ex.solution or ex.answer for ex in data.test], data.test)
             wrong = score_fn(["No idea."] * len(data.test), data.test)
         assert all(v.correct and v.reward == 1.0 for v in right), (c.data.source, right)
@@ -115,7 +120,7 @@ def test_code_timeout_is_not_a_verifier_error_and_feedback_reaches_distil():
     ex = code_synthetic.to_example(code_synthetic.make_split("train", 1, 0)[0])
     fbs = feedback.group_feedback("verifier", ex, ["a", "b"], [False, False], [timeout, broken])
     assert fbs == [timeout.feedback, broken.feedback]
-    m = tasks_lib.code_metrics([timeout, broken])
+    m = code_task.code_metrics([timeout, broken])
     assert m["code/timeout_frac"] == 0.5 and m["code/tests_passed_frac"] == 0.0
 
 
@@ -145,11 +150,11 @@ def _rubric_rollout(G=4):
 
 def test_rubric_rewards_human_weights_when_off_and_pow3r_reweights_when_on():
     examples, verdicts = _rubric_rollout()
-    off = tasks_lib.rubric_rewards(examples, verdicts, 4, cfg=None, state={})
+    off = rubric_task.rubric_rewards(examples, verdicts, 4, cfg=None, state={})
     np.testing.assert_allclose(off.rewards_B, [v.reward for v in verdicts])
     assert "rubric/numbered_list/pass_rate/includes" in off.metrics
     assert "rubric/person_json/weight/age" in off.metrics
-    on = tasks_lib.rubric_rewards(examples, verdicts, 4, cfg=rubric_lib.Pow3rConfig(), state={})
+    on = rubric_task.rubric_rewards(examples, verdicts, 4, cfg=rubric_lib.Pow3rConfig(), state={})
     assert on.metrics["rubric/reward_human_mean"] == pytest.approx(np.mean(off.rewards_B))
     # The one criterion with contrast gains weight from its saturated category siblings (the
     # category total is kept), so the replies that miss it lose more than under human weights;
@@ -162,8 +167,8 @@ def test_rubric_rewards_human_weights_when_off_and_pow3r_reweights_when_on():
 
 def test_pow3r_state_round_trips_through_json():
     state = {"f": rubric_lib.Pow3rState({"u1": np.array([0.5, np.nan])})}
-    again = tasks_lib.pow3r_state_from_json(
-        json.loads(json.dumps(tasks_lib.pow3r_state_to_json(state)))
+    again = rubric_task.pow3r_state_from_json(
+        json.loads(json.dumps(rubric_task.pow3r_state_to_json(state)))
     )
     np.testing.assert_array_equal(again["f"].contrast["u1"], state["f"].contrast["u1"])
 
@@ -172,18 +177,20 @@ def test_pow3r_state_round_trips_through_json():
 
 
 def test_task_configs_fail_with_the_key_named(tmp_path):
-    with pytest.raises(setup_lib.ConfigError, match="code.format='csv'"):
-        loop.run(_config(grpo_code.get_config, **{"code.format": "csv"}), str(tmp_path / "a"))
-    with pytest.raises(setup_lib.ConfigError, match="code.format='mbpp' needs data.train_files"):
-        loop.run(_config(grpo_code.get_config, "format=mbpp"), str(tmp_path / "b"))
-    with pytest.raises(setup_lib.ConfigError, match="m_max"):
-        loop.run(_config(rubric_config.get_config, **{"rubric.m_max": 0.01}), str(tmp_path / "c"))
+    with pytest.raises(ConfigError, match="code.format='csv'"):
+        experiment.run(_config(grpo_code.get_config, **{"code.format": "csv"}), str(tmp_path / "a"))
+    with pytest.raises(ConfigError, match="code.format='mbpp' needs data.train_files"):
+        experiment.run(_config(grpo_code.get_config, "format=mbpp"), str(tmp_path / "b"))
+    with pytest.raises(ConfigError, match="m_max"):
+        experiment.run(
+            _config(rubric_config.get_config, **{"rubric.m_max": 0.01}), str(tmp_path / "c")
+        )
 
 
 @sandboxed
 def test_grpo_code_trains_on_sandbox_rewards_and_resumes(tmp_path):
     c = _config(grpo_code.get_config, **{"data.train_size": 30, "data.eval_size": 2})
-    loop.run(c, str(tmp_path))
+    experiment.run(c, str(tmp_path))
     rows = _rows(tmp_path)
     assert [r["step"] for r in rows] == [1, 2]
     for r in rows:  # every rollout row went through the sandbox and got a status
@@ -192,7 +199,7 @@ def test_grpo_code_trains_on_sandbox_rewards_and_resumes(tmp_path):
         assert r["code/verifier_error_frac"] == 0.0
         assert r["rollout/verifier_error_frac"] == 0.0  # a program's own failure is not one
     c.train.steps = 3
-    loop.run(c, str(tmp_path))  # resumes from step 2
+    experiment.run(c, str(tmp_path))  # resumes from step 2
     assert [r["step"] for r in _rows(tmp_path)] == [1, 2, 3]
 
 
@@ -200,7 +207,7 @@ def test_rubric_pow3r_with_the_policy_as_judge(tmp_path):
     c = _config(rubric_config.get_config, "judge=policy", **{"data.train_size": 30})
     c.rubric.judge_max_new_tokens = 8
     c.rubric.judge_retries = 0
-    loop.run(c, str(tmp_path))
+    experiment.run(c, str(tmp_path))
     rows = _rows(tmp_path)
     assert len(rows) == 2
     for r in rows:
@@ -219,21 +226,29 @@ def test_rubric_pow3r_with_the_policy_as_judge(tmp_path):
 def test_judge_from_an_hf_folder_runs_through_our_sampler(tmp_path):
     from rlvr_jax import mesh as mesh_lib
     from rlvr_jax import sampling
+    from rlvr_jax.rollout import single_turn
+    from rlvr_jax.tasks import base as task_base
     from tests.loop_research_test import _teacher
 
     c = rubric_config.get_config(f"judge={_teacher(tmp_path / 'judge')}")
     c.rubric.judge_max_new_tokens = 6
-    model_cfg, tok = setup_lib.load_model(c)
-    judge = tasks_lib.make_judge(
-        c,
+    cfg = experiment.from_configdict(c)
+    model_cfg, tok = setup_lib.load_model(cfg)
+    mesh = mesh_lib.make_mesh((-1, 1, 1))
+    key = jax.random.key(0)
+    ctx = task_base.TaskContext(
         tok=tok,
         model_cfg=model_cfg,
         sampling_cfg=sampling.SamplingConfig(
             eos_ids=tok.eos_ids, pad_id=tok.pad_id, max_new_tokens=6
         ),
-        mesh=mesh_lib.make_mesh((-1, 1, 1)),
+        mesh=mesh,
         policy_params=lambda: pytest.fail("the policy is not the judge here"),
+        generate=lambda params, ids, judge_cfg, scfg: single_turn.generate(
+            params, ids, key, model_cfg=judge_cfg, sampling_cfg=scfg, mesh=mesh
+        ),
     )
+    judge = rubric_task.make_judge(run_config.task_config(cfg), ctx)
     task = rubric_tasks.make_split("train", 1, seed=0)[0]
     item = (task.example.prompt, task.example.answer, rubric_tasks.JUDGE_CRITERION)
     (verdict,) = judge.judge_many([item])
@@ -265,5 +280,10 @@ def test_code_without_namespaces_fails_loudly_naming_the_key(monkeypatch):
     c = grpo_code.get_config()
     c.data.train_size, c.data.eval_size = 3, 3
     with pytest.raises(sandbox.SandboxUnavailable, match="code.allow_weak=True"):
-        with tasks_lib.scorer(c, tasks_lib.load(c)):
+        with _task(c).scorer():
             pass
+
+
+def _task(c):
+    """The task of an experiment ConfigDict, as the loop builds it (no judge model)."""
+    return tasks_lib.build(run_config.task_config(experiment.from_configdict(c)))

@@ -14,11 +14,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import grpo_math
+from rlvr_jax import config as experiment
+from rlvr_jax.errors import ConfigError
 from rlvr_jax.objectives import advantages as advantages_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
-from rlvr_jax.train import loop
 from rlvr_jax.train import metrics as metrics_lib
-from rlvr_jax.train import setup as setup_lib
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,7 +53,7 @@ def test_run_then_resume_appends_metrics(tmp_path, capsys):
     """Resuming in place and continuing in a new workdir (ckpt.resume_from) end up bitwise equal."""
     workdir, other = str(tmp_path / "run"), str(tmp_path / "continued")
     beta = {"rl.beta": 0.01}  # a reference policy, which the continued run must carry over
-    loop.run(small_config(**{"train.steps": 2}, **beta), workdir)
+    experiment.run(small_config(**{"train.steps": 2}, **beta), workdir)
     rows = metrics_lib.read_metrics(workdir)
     assert [r["step"] for r in rows if "rollout/reward_mean" in r] == [1, 2]
     assert any("eval/pass@1" in r for r in rows if r["step"] == 0)
@@ -64,14 +64,14 @@ def test_run_then_resume_appends_metrics(tmp_path, capsys):
 
     # A new workdir continues from the run's checkpoint directory; the source is left as it was.
     source = os.path.join(workdir, "ckpt")
-    loop.run(small_config(**{"train.steps": 3, "ckpt.resume_from": source}, **beta), other)
+    experiment.run(small_config(**{"train.steps": 3, "ckpt.resume_from": source}, **beta), other)
     out = capsys.readouterr()
     assert "| 2/3 [" in out.err and "| 0/3 [" not in out.err  # the bar starts at step 2
     assert f"resumed from {source} at step 2" in out.out
     assert [r["step"] for r in metrics_lib.read_metrics(other)] == [3]
     assert sorted(os.listdir(source)) == ["1", "2"]
 
-    loop.run(small_config(**{"train.steps": 3}, **beta), workdir)  # resumes from step 2
+    experiment.run(small_config(**{"train.steps": 3}, **beta), workdir)  # resumes from step 2
     steps = [r["step"] for r in metrics_lib.read_metrics(workdir) if "rollout/reward_mean" in r]
     assert steps == [1, 2, 3]
     (step_a, state_a), (step_b, state_b) = _restore_params(workdir), _restore_params(other)
@@ -96,7 +96,7 @@ def test_nan_step_is_logged_with_its_step_and_not_checkpointed(tmp_path, monkeyp
 
     monkeypatch.setattr(advantages_lib, "compute", nan_at_step_2)
     workdir = str(tmp_path)
-    loop.run(small_config(**{"train.steps": 3, "eval.every": 0}), workdir)
+    experiment.run(small_config(**{"train.steps": 3, "eval.every": 0}), workdir)
     assert len(calls) == 3  # one advantage computation per step
     rows = {r["step"]: r for r in metrics_lib.read_metrics(workdir) if "train/skipped" in r}
     assert [rows[s]["train/skipped"] for s in (1, 2, 3)] == [0.0, 1.0, 0.0]
@@ -123,10 +123,18 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
     """A run killed after its first checkpoint and rerun ends bitwise equal to a clean run."""
     cmd = [sys.executable, os.path.join(ROOT, "experiments", "grpo_math.py")]
     overrides = {"train.steps": 4}
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    # Two CPU devices, as the script picks on a 2-core machine (the tests' 8 only slow it down).
+    flags = os.environ.get("XLA_FLAGS", "").replace(
+        "xla_force_host_platform_device_count=8", "xla_force_host_platform_device_count=2"
+    )
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=flags)
     clean, killed = str(tmp_path / "clean"), str(tmp_path / "killed")
-    subprocess.run(
-        [*cmd, f"--workdir={clean}", *_flags(overrides)], check=True, env=env, capture_output=True
+    # The clean run and the run to kill side by side: their results do not depend on timing.
+    clean_proc = subprocess.Popen(
+        [*cmd, f"--workdir={clean}", *_flags(overrides)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     proc = subprocess.Popen(
         [*cmd, f"--workdir={killed}", *_flags(overrides)],
@@ -139,6 +147,8 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    _, err = clean_proc.communicate()
+    assert clean_proc.returncode == 0, err.decode()[-2000:]
     subprocess.run(
         [*cmd, f"--workdir={killed}", *_flags(overrides)], check=True, env=env, capture_output=True
     )
@@ -152,17 +162,17 @@ def test_kill_9_then_rerun_matches_an_uninterrupted_run(tmp_path):
 
 
 def test_bad_config_fails_before_compiling(tmp_path):
-    with pytest.raises(setup_lib.ConfigError, match="rl.num_updates=3"):
-        loop.run(small_config(**{"rl.num_updates": 3}), str(tmp_path))
+    with pytest.raises(ConfigError, match="rl.num_updates=3"):
+        experiment.run(small_config(**{"rl.num_updates": 3}), str(tmp_path))
     with pytest.raises(ValueError, match="unknown preset"):
         grpo_math.get_config("qwen9")
-    with pytest.raises(setup_lib.ConfigError, match="warm_start.unanswered_frac=0.6"):
-        loop.run(
+    with pytest.raises(ConfigError, match="warm_start.unanswered_frac=0.6"):
+        experiment.run(
             small_config(**{"data.source": "gsm8k", "warm_start.unanswered_frac": 0.6}),
             str(tmp_path),
         )
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        loop.run(
+        experiment.run(
             small_config(
                 **{
                     "data.source": "gsm8k",
@@ -189,7 +199,7 @@ def test_data_row_without_answer_names_file_and_line(tmp_path):
         }
     )
     with pytest.raises(ValueError, match=r"train.jsonl, line 2"):
-        loop.run(c, str(tmp_path / "w"))
+        experiment.run(c, str(tmp_path / "w"))
 
 
 def test_mistyped_override_fails_at_parse_time(tmp_path):
@@ -206,8 +216,8 @@ def test_mistyped_override_fails_at_parse_time(tmp_path):
 
 def test_checkpoint_from_another_model_shape_is_refused(tmp_path):
     workdir = str(tmp_path)
-    loop.run(small_config(**{"train.steps": 1}), workdir)
+    experiment.run(small_config(**{"train.steps": 1}), workdir)
     c = small_config(**{"train.steps": 2})
     c.model.preset = "qwen2_3m"
     with pytest.raises(ckpt_lib.CheckpointShapeError, match="different model shape"):
-        loop.run(c, workdir)
+        experiment.run(c, workdir)

@@ -12,11 +12,10 @@ import numpy as np
 import pytest
 
 from experiments.configs import grpo_math
-from rlvr_jax import sampling
+from rlvr_jax import distributed, sampling
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
-from rlvr_jax.train import distributed
 from rlvr_jax.train import metrics as metrics_lib
 from rlvr_jax.train import state as state_lib
 from tests import fixtures

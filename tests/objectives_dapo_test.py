@@ -49,8 +49,8 @@ def test_overlong_filter_removes_truncated_rows_from_the_loss_like_trl():
     applies dapo.filter_overlong to the TrainBatch; the loss below is TRL's, written out."""
     import jax.numpy as jnp
 
+    from rlvr_jax.objectives import batch as batch_lib
     from rlvr_jax.objectives import policy_loss, rl_config
-    from rlvr_jax.train import state as state_lib
 
     mask = np.array([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]], bool)
     logps = np.array([[-1.0, -2.0, -0.5, 0.0], [-0.3, -0.2, -1.5, -0.9], [-2.0, -0.1, 0, 0]])
@@ -58,7 +58,7 @@ def test_overlong_filter_removes_truncated_rows_from_the_loss_like_trl():
     entropy = np.array([[1.0, 2.0, 3.0, 0.0], [4.0, 5.0, 6.0, 7.0], [0.5, 1.5, 0, 0]])
     adv = np.where(mask, np.array([1.0, -0.5, 2.0])[:, None], 0.0)
     truncated = np.array([False, True, False])  # row 1 hit the length limit
-    batch = state_lib.TrainBatch(
+    batch = batch_lib.TrainBatch(
         prompt_BxTp=np.ones((3, 2), np.int32),
         prompt_mask_BxTp=np.ones((3, 2), bool),
         completion_BxTc=np.ones((3, 4), np.int32),

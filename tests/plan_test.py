@@ -13,6 +13,9 @@ import pytest
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import batch as batch_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import rl_config
 from rlvr_jax.plan import catalog, memory, planner
 from rlvr_jax.train import state as state_lib
@@ -27,9 +30,9 @@ OPT = state_lib.make_optimizer(state_lib.OptConfig())
 REMAT_AS_ON_ACCELERATORS = {"xla_disable_hlo_passes": "cse_barrier_expander"}
 
 
-def _abstract_batch(B, Tp, Tc) -> state_lib.TrainBatch:
+def _abstract_batch(B, Tp, Tc) -> batch_lib.TrainBatch:
     sds = jax.ShapeDtypeStruct
-    return state_lib.TrainBatch(
+    return batch_lib.TrainBatch(
         prompt_BxTp=sds((B, Tp), jnp.int32),
         prompt_mask_BxTp=sds((B, Tp), bool),
         completion_BxTc=sds((B, Tc), jnp.int32),
@@ -74,7 +77,10 @@ def test_train_step_memory_within_15_percent_of_compiled(preset, overrides, B, T
     )
     state = jax.eval_shape(lambda x: state_lib.init_state(x, OPT), params_lib.param_shapes(cfg))
     step = step_lib.make_train_step(
-        model_cfg=cfg, rl=rl_config.RLConfig(group_size=2), optimizer=OPT, num_micro=micro
+        model_cfg=cfg,
+        objective=objective_lib.compose(rl_config.RLConfig(group_size=2)),
+        optimizer=OPT,
+        num_micro=micro,
     )
     compiled = _compiled_bytes(step, state, _abstract_batch(B, Tp, Tc))
     assert p.train_step_bytes == pytest.approx(compiled, rel=0.15)
@@ -84,7 +90,7 @@ def test_reference_scoring_memory_within_15_percent_of_compiled():
     cfg = config_lib.get_preset("tiny")
     B, Tp, Tc = 8, 32, 96
     batch = _abstract_batch(B, Tp, Tc)
-    fn = step_lib.make_logps_fn(model_cfg=cfg)
+    fn = forward_lib.make_logps_fn(model_cfg=cfg)
     args = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
     compiled = _compiled_bytes(fn, params_lib.param_shapes(cfg), *args, batch.completion_mask_BxTc)
     ms = (1, 1, 1)

@@ -7,10 +7,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from rlvr_jax import config as experiment
 from rlvr_jax import relex
 from rlvr_jax.models import hf
 from rlvr_jax.train import checkpoint as ckpt_lib
-from rlvr_jax.train import loop, relex_eval
+from rlvr_jax.train import relex_eval
 from tests.loop_test import small_config
 
 
@@ -35,7 +36,7 @@ def test_relex_on_a_run_extrapolates_saves_and_evaluates(tmp_path, capsys):
             "rl.entropy_coef": 0.01,  # the weights move even where every reward is 0
         }
     )
-    loop.run(c, workdir)
+    experiment.run(c, workdir)
     traj = os.path.join(workdir, ckpt_lib.TRAJECTORY_DIR)
     assert relex.committed_steps(traj) == [0, 1, 2, 4]  # step 3 is neither dense nor sparse
 

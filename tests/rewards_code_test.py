@@ -10,7 +10,7 @@ import pytest
 
 from rlvr_jax.data import code_tasks, code_tasks_embedded
 from rlvr_jax.rewards import code as code_lib
-from rlvr_jax.rewards import sandbox
+from rlvr_jax.rewards import code_types, sandbox
 from tests import fixtures
 
 # Linux namespaces are probed, not assumed (see tests/fixtures.sandbox_mark).
@@ -35,7 +35,7 @@ def test_embedded_references_pass_and_wrong_solutions_fail(mode):
         assert v.reward == (1.0 if good else v.passed / v.total if mode == "fraction" else 0.0)
         assert v.total == len(task.tests) and (v.passed == v.total) == good
     assert len(TASKS) >= 12 and all(t.wrong_solutions for t in TASKS)
-    assert {type(t.tests[0]) for t in TASKS} == {code_tasks.StdioTest, code_tasks.CallTest}
+    assert {type(t.tests[0]) for t in TASKS} == {code_types.StdioTest, code_types.CallTest}
 
 
 def test_fraction_counts_passed_tests_and_all_pass_does_not():
@@ -67,7 +67,7 @@ def test_feedback_names_the_first_failing_test():
 
 
 def test_stdout_comparison_ignores_trailing_whitespace_only():
-    task = code_tasks.CodeTask("t/ws", "", (code_tasks.StdioTest("", "a b\nc\n"),))
+    task = code_types.CodeTask("t/ws", "", (code_types.StdioTest("", "a b\nc\n"),))
     for program, ok in [
         ("print('a b   ')\nprint('c')\nprint()\nprint()", True),
         ("import sys\nsys.stdout.write('a b\\r\\nc')", True),
@@ -81,7 +81,7 @@ def test_stdout_comparison_ignores_trailing_whitespace_only():
 
 def test_large_expected_output_raises_the_cap_for_that_run():
     big = "\n".join(str(i) for i in range(30_000)) + "\n"  # about 170 kB > the 64 kB default
-    task = code_tasks.CodeTask("t/big", "", (code_tasks.StdioTest("", big),))
+    task = code_types.CodeTask("t/big", "", (code_types.StdioTest("", big),))
     v = code_lib.score_code(_fenced("for i in range(30000):\n    print(i)"), task, CFG)
     assert v.status == "ok"
 
@@ -111,7 +111,7 @@ def test_no_code_verdict():
 
 
 def _eq(expected, result, **tol) -> bool:
-    return code_lib.values_equal(code_tasks.CallTest("f", (), expected, **tol), result)
+    return code_lib.values_equal(code_types.CallTest("f", (), expected, **tol), result)
 
 
 @pytest.mark.parametrize(
@@ -145,7 +145,7 @@ def test_malformed_result_trees_are_not_equal_and_do_not_raise():
     for tree in ({"tuple": 5}, {"what": []}, {"a": 1, "b": 2}, {"dict": [[1]]}):
         with pytest.raises(ValueError):
             code_lib._canon(tree)
-        verdict = code_lib._judge_call(code_tasks.CallTest("f", (), 1), json.dumps(tree), CFG)
+        verdict = code_lib._judge_call(code_types.CallTest("f", (), 1), json.dumps(tree), CFG)
         assert verdict.status == "wrong"
 
 
@@ -218,10 +218,10 @@ def test_loaders_read_all_three_shapes_and_their_references_pass(tmp_path):
     humaneval = code_tasks.load_humaneval(_write_jsonl(tmp_path / "he.jsonl", [HUMANEVAL_ROW]))
     apps = code_tasks.load_apps(_write_jsonl(tmp_path / "apps.jsonl", [APPS_ROW]))
     assert [t.uid for t in mbpp + humaneval + apps] == ["mbpp/2", "humaneval/HumanEval/0", "apps/7"]
-    assert mbpp[0].tests[0] == code_tasks.CallTest("similar_elements", ((3, 4), (4, 5)), (4,))
+    assert mbpp[0].tests[0] == code_types.CallTest("similar_elements", ((3, 4), (4, 5)), (4,))
     assert "similar_elements((3, 4), (4, 5))" in mbpp[0].prompt
-    assert humaneval[0].tests[1] == code_tasks.CallTest("add", (0.1, 0.2), 0.3, 0.0, 1e-9)
-    assert apps[0].tests[1] == code_tasks.StdioTest("4\n5", "4\n")
+    assert humaneval[0].tests[1] == code_types.CallTest("add", (0.1, 0.2), 0.3, 0.0, 1e-9)
+    assert apps[0].tests[1] == code_types.StdioTest("4\n5", "4\n")
     tasks = mbpp + humaneval + apps
     verdicts = code_lib.score_many([_fenced(t.reference_solution) for t in tasks], tasks, CFG)
     assert [v.status for v in verdicts] == ["ok", "ok", "ok"], verdicts

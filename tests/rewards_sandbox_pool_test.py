@@ -12,9 +12,8 @@ import time
 
 import pytest
 
-from rlvr_jax.data import code_tasks
 from rlvr_jax.rewards import code as code_lib
-from rlvr_jax.rewards import sandbox
+from rlvr_jax.rewards import code_types, sandbox
 from tests import fixtures
 from tests import sandbox_helpers as helpers
 
@@ -111,7 +110,7 @@ def test_pool_runs_200_programs_without_a_leak(tmp_path):
     staging.mkdir()
     sandbox_cfg = sandbox.SandboxConfig(timeout_s=1.0, tmp_root=str(staging))
     cfg = code_lib.CodeConfig(max_workers=4, sandbox=sandbox_cfg)
-    task = code_tasks.CodeTask("pool/add", "Print a + b.", (code_tasks.StdioTest("3 4\n", "7\n"),))
+    task = code_types.CodeTask("pool/add", "Print a + b.", (code_types.StdioTest("3 4\n", "7\n"),))
     programs = [*POOL_PROGRAMS] * 24 + [POOL_SLOW] * 8
     assert len(programs) == 200
     sandbox.probe_isolation()

@@ -8,8 +8,8 @@ import numpy as np
 from rlvr_jax import sampling
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import forward as forward_lib
 from rlvr_jax.objectives import rlif
-from rlvr_jax.train import step as step_lib
 
 
 def test_sampler_certainty_matches_a_teacher_forced_forward():
@@ -19,7 +19,7 @@ def test_sampler_certainty_matches_a_teacher_forced_forward():
     out = sampling.generate(
         params, [[1, 2, 3, 4], [7, 8]], jax.random.key(3), model_cfg=cfg, cfg=scfg
     )
-    fwd = step_lib.completion_forward(
+    fwd = forward_lib.completion_forward(
         params,
         out.prompt_BxTp,
         out.prompt_mask_BxTp,

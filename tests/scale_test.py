@@ -9,14 +9,17 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from rlvr_jax import distributed, sampling
 from rlvr_jax import mesh as mesh_lib
-from rlvr_jax import sampling
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import batch as batch_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import rl_config
+from rlvr_jax.rollout import single_turn
+from rlvr_jax.rollout import types as rollout_types
 from rlvr_jax.train import checkpoint as ckpt_lib
-from rlvr_jax.train import distributed
-from rlvr_jax.train import rollout as rollout_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 
@@ -37,17 +40,17 @@ PROMPTS = PROMPTS + [[9, 9, 4, 200], [300, 12, 77, 6, 5, 4, 3]]
 MESHES = [(8, 1, 1), (2, 4, 1), (2, 2, 2), (1, 4, 2)]
 
 
-def _batch(seed: int, params) -> state_lib.TrainBatch:
+def _batch(seed: int, params) -> batch_lib.TrainBatch:
     """A fixed batch: left-padded prompts, right-padded completions, off-policy old log-probs."""
     rng = np.random.default_rng(seed)
     prompt_mask = np.arange(TP)[None, :] >= rng.integers(0, TP // 2, (B, 1))
     comp_mask = np.arange(TC)[None, :] < rng.integers(1, TC + 1, (B, 1))
     prompt = np.where(prompt_mask, rng.integers(2, CFG.vocab_size, (B, TP)), 0).astype(np.int32)
     comp = np.where(comp_mask, rng.integers(2, CFG.vocab_size, (B, TC)), 0).astype(np.int32)
-    logps = step_lib.make_logps_fn(model_cfg=CFG)(params, prompt, prompt_mask, comp, comp_mask)
+    logps = forward_lib.make_logps_fn(model_cfg=CFG)(params, prompt, prompt_mask, comp, comp_mask)
     old = np.asarray(logps) + rng.normal(0, 0.05, (B, TC)).astype(np.float32)  # ratios != 1
     adv = np.where(comp_mask, rng.normal(size=(B, 1)), 0.0).astype(np.float32)
-    return state_lib.TrainBatch(
+    return batch_lib.TrainBatch(
         prompt_BxTp=prompt,
         prompt_mask_BxTp=prompt_mask,
         completion_BxTc=comp,
@@ -65,7 +68,11 @@ class Trainer:
         self.param_shd = mesh_lib.param_shardings(mesh, params_lib.param_axes(CFG))
         self.state_shd = state_lib.state_shardings(self.param_shd, OPT)
         self.step = step_lib.make_train_step(
-            model_cfg=CFG, rl=RL, optimizer=OPT, num_micro=2, shardings=self.state_shd
+            model_cfg=CFG,
+            objective=objective_lib.compose(RL),
+            optimizer=OPT,
+            num_micro=2,
+            shardings=self.state_shd,
         )
 
     def init(self) -> state_lib.TrainState:
@@ -105,7 +112,7 @@ def one_device():
     params = jax.device_get(state.params)
     batches = [_batch(0, params), _batch(1, params)]
     new_state, metrics = trainer.train(state, batches[0])
-    out = rollout_lib.generate(
+    out = single_turn.generate(
         new_state.params, PROMPTS, jax.random.key(0), model_cfg=CFG, sampling_cfg=SAMPLE_CFG
     )
     return trainer, batches, jax.device_get((new_state, metrics)), out
@@ -137,7 +144,7 @@ def test_step_and_sampler_on_mesh_match_one_device(one_device, shape):
 
     # Greedy samples from the updated params: identical tokens, log-probs to float32 rounding.
     key = distributed.replicated_key(trainer.mesh, 0)
-    out = rollout_lib.generate(
+    out = single_turn.generate(
         state.params, PROMPTS, key, model_cfg=CFG, sampling_cfg=SAMPLE_CFG, mesh=trainer.mesh
     )
     np.testing.assert_array_equal(out.tokens_BxTc, want_out.tokens_BxTc)
@@ -159,7 +166,7 @@ def test_sampler_on_a_sub_mesh_matches_one_device(one_device, sampler_shape):
     assert params.layers[0].gate.sharding.mesh.devices.size == int(np.prod(sampler_shape))
     assert _max_diff(params, want_state.params) < 1e-5
     key = distributed.replicated_key(sampler_mesh, 0)
-    out = rollout_lib.generate(
+    out = single_turn.generate(
         params, PROMPTS, key, model_cfg=CFG, sampling_cfg=SAMPLE_CFG, mesh=sampler_mesh
     )
     np.testing.assert_array_equal(out.tokens_BxTc, want_out.tokens_BxTc)
@@ -200,7 +207,7 @@ def test_kv_cache_is_split_over_batch_and_heads():
 def test_padding_rows_change_nothing(one_device):
     """Empty rows (how the loop fills a batch up to the mesh) leave loss and update unchanged."""
     trainer, batches, (want_state, want_m), _ = one_device
-    state, m = trainer.train(trainer.init(), rollout_lib.pad_rows(batches[0], B + 8))
+    state, m = trainer.train(trainer.init(), rollout_types.pad_rows(batches[0], B + 8))
     np.testing.assert_allclose(m["train/loss"], want_m["train/loss"], rtol=1e-6)
     assert _max_diff(state.params, want_state.params) < 1e-6
 

@@ -10,6 +10,8 @@ import pytest
 
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 from tests.train_step_test import CFG, RL, _batch, _copy, params  # noqa: F401  (fixture)
@@ -17,8 +19,10 @@ from tests.train_step_test import CFG, RL, _batch, _copy, params  # noqa: F401  
 SGD = optax.sgd(1e-2)
 
 
-def _run(params, batch, **kw):  # noqa: F811
-    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=SGD, **kw)
+def _run(params, batch, num_micro=1, **kw):  # noqa: F811
+    step = step_lib.make_train_step(
+        model_cfg=CFG, objective=objective_lib.compose(RL, **kw), optimizer=SGD, num_micro=num_micro
+    )
     return step(state_lib.init_state(_copy(params), SGD), batch)
 
 
@@ -53,10 +57,10 @@ def test_delta_once_before_several_updates_uses_the_whole_batch(params):  # noqa
     gives other coefficients."""
     batch = _batch(params, seed=5)
     cfg = delta_lib.DeltaConfig(enabled=True)
-    out, stats = step_lib.make_delta_fn(model_cfg=CFG, delta=cfg, num_micro=2)(params, batch)
+    out, stats = delta_lib.make_delta_fn(model_cfg=CFG, delta=cfg, num_micro=2)(params, batch)
     # Reference: v = (1 - p) h from one plain forward of the whole batch, then the coefficients.
     rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
-    fwd = step_lib.completion_forward(params, *rows, batch.completion_mask_BxTc, model_cfg=CFG)
+    fwd = forward_lib.completion_forward(params, *rows, batch.completion_mask_BxTc, model_cfg=CFG)
     v = (1.0 - np.exp(np.asarray(fwd.logps_BxTc)))[..., None] * np.asarray(fwd.hidden_BxTcxD)
     mask = batch.completion_mask_BxTc
     adv_B = np.asarray(batch.adv_BxTc)[:, 0]
@@ -65,7 +69,7 @@ def test_delta_once_before_several_updates_uses_the_whole_batch(params):  # noqa
     np.testing.assert_allclose(stats["delta/omega_mean"], 1.0, atol=1e-5)
     # Each half on its own (what two mini-batches computed before) normalises differently.
     half = jax.tree.map(lambda x: x[::2], batch)
-    out_half, _ = step_lib.make_delta_fn(model_cfg=CFG, delta=cfg)(params, half)
+    out_half, _ = delta_lib.make_delta_fn(model_cfg=CFG, delta=cfg)(params, half)
     assert np.max(np.abs(np.asarray(out_half.adv_BxTc) - np.asarray(out.adv_BxTc)[::2])) > 1e-3
 
 
@@ -81,7 +85,7 @@ def test_distil_loss_in_the_step_is_the_forward_ce(params):  # noqa: F811
     cfg = distil_lib.DistilConfig(enabled=True, top_k=K)
     _, m = _run(params, batch, distil=cfg)
     # By hand: the student's log-probs of the teacher's top-k tokens, from a plain forward pass.
-    fwd = step_lib.completion_forward(
+    fwd = forward_lib.completion_forward(
         params,
         batch.prompt_BxTp,
         batch.prompt_mask_BxTp,
@@ -117,7 +121,7 @@ def test_opd_with_the_student_as_teacher_leaves_the_params_unchanged(params):  #
     from rlvr_jax.objectives import opd as opd_lib
 
     batch = _batch(params, seed=6)
-    teacher_logps = step_lib.make_logps_fn(model_cfg=CFG)(
+    teacher_logps = forward_lib.make_logps_fn(model_cfg=CFG)(
         params,
         batch.prompt_BxTp,
         batch.prompt_mask_BxTp,
@@ -129,7 +133,9 @@ def test_opd_with_the_student_as_teacher_leaves_the_params_unchanged(params):  #
     adv = opd_lib.compute(cfg, batch.old_logps_BxTc, teacher_logps, batch.completion_mask_BxTc)
     assert float(jnp.max(jnp.abs(adv))) == 0.0
     adam = optax.adam(1e-2)
-    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=adam)
+    step = step_lib.make_train_step(
+        model_cfg=CFG, objective=objective_lib.compose(RL), optimizer=adam
+    )
     state, m = step(state_lib.init_state(_copy(params), adam), batch.replace(adv_BxTc=adv))
     assert float(m["train/grad_norm"]) == 0.0
     for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(params), strict=True):

@@ -10,6 +10,9 @@ import pytest
 
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import batch as batch_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import rl_config
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
@@ -19,7 +22,7 @@ RL = rl_config.RLConfig(group_size=2)
 OPT = state_lib.make_optimizer(state_lib.OptConfig(lr=1e-2))
 
 
-def _batch(params, seed=0, B=4, Tp=8, Tc=8) -> state_lib.TrainBatch:
+def _batch(params, seed=0, B=4, Tp=8, Tc=8) -> batch_lib.TrainBatch:
     rng = np.random.default_rng(seed)
     prompt_mask = np.ones((B, Tp), bool)
     prompt_mask[1, :3] = False  # left padding
@@ -28,9 +31,9 @@ def _batch(params, seed=0, B=4, Tp=8, Tc=8) -> state_lib.TrainBatch:
     comp_mask[3, 2:] = False
     prompt = rng.integers(0, CFG.vocab_size, (B, Tp), dtype=np.int32)
     comp = rng.integers(0, CFG.vocab_size, (B, Tc), dtype=np.int32)
-    logps = step_lib.make_logps_fn(model_cfg=CFG)(params, prompt, prompt_mask, comp, comp_mask)
+    logps = forward_lib.make_logps_fn(model_cfg=CFG)(params, prompt, prompt_mask, comp, comp_mask)
     adv = np.where(comp_mask, np.array([1.0, -1.0, 0.5, -0.5], np.float32)[:, None], 0.0)
-    return state_lib.TrainBatch(
+    return batch_lib.TrainBatch(
         prompt_BxTp=prompt,
         prompt_mask_BxTp=prompt_mask,
         completion_BxTc=comp,
@@ -51,7 +54,9 @@ def _copy(tree):
 
 def test_on_policy_loss_is_minus_mean_advantage(params):
     batch = _batch(params)
-    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=OPT)
+    step = step_lib.make_train_step(
+        model_cfg=CFG, objective=objective_lib.compose(RL), optimizer=OPT
+    )
     _, m = step(state_lib.init_state(_copy(params), OPT), batch)
     mask = batch.completion_mask_BxTc
     expected = -np.sum(batch.adv_BxTc * mask) / mask.sum()
@@ -67,7 +72,9 @@ def test_micro_batches_do_not_change_the_update(params, agg):
     outs = []
     sgd = optax.sgd(1e-2)  # Adam's first step is ~lr * sign(g): a float-level change flips it
     for n in (1, 2):
-        step = step_lib.make_train_step(model_cfg=CFG, rl=rl, optimizer=sgd, num_micro=n)
+        step = step_lib.make_train_step(
+            model_cfg=CFG, objective=objective_lib.compose(rl), optimizer=sgd, num_micro=n
+        )
         outs.append(step(state_lib.init_state(_copy(params), sgd), batch))
     for state, m in outs[1:]:
         np.testing.assert_allclose(m["train/loss"], outs[0][1]["train/loss"], rtol=1e-5, atol=1e-6)
@@ -81,7 +88,9 @@ def test_micro_batches_do_not_change_the_update(params, agg):
 def test_nan_loss_skips_the_update(params):
     batch = _batch(params, seed=2)
     batch = batch.replace(adv_BxTc=np.full_like(batch.adv_BxTc, np.nan))
-    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=OPT)
+    step = step_lib.make_train_step(
+        model_cfg=CFG, objective=objective_lib.compose(RL), optimizer=OPT
+    )
     before = _copy(params)
     state, m = step(state_lib.init_state(_copy(params), OPT), batch)
     assert m["train/skipped"] == 1
@@ -92,7 +101,9 @@ def test_nan_loss_skips_the_update(params):
 
 def test_update_lowers_the_loss_and_compiles_once(params):
     batch = _batch(params, seed=3)
-    step = step_lib.make_train_step(model_cfg=CFG, rl=RL, optimizer=OPT)
+    step = step_lib.make_train_step(
+        model_cfg=CFG, objective=objective_lib.compose(RL), optimizer=OPT
+    )
     state = state_lib.init_state(_copy(params), OPT)
     losses = []
     for _ in range(3):
@@ -109,12 +120,12 @@ def test_reference_micro_batches_give_the_same_log_probs(params):
     """train.ref_micro_batches: strided sequential micro-batches, the same rows back in order."""
     b = _batch(params, seed=2)
     rows = (b.prompt_BxTp, b.prompt_mask_BxTp, b.completion_BxTc, b.completion_mask_BxTc)
-    whole = step_lib.make_logps_fn(model_cfg=CFG)(params, *rows)
+    whole = forward_lib.make_logps_fn(model_cfg=CFG)(params, *rows)
     for n in (2, 4):
-        micro = step_lib.make_logps_fn(model_cfg=CFG, num_micro=n)(params, *rows)
+        micro = forward_lib.make_logps_fn(model_cfg=CFG, num_micro=n)(params, *rows)
         np.testing.assert_allclose(micro, whole, atol=1e-5)
     with pytest.raises(ValueError, match="4 rows do not split into 3 reference micro-batches"):
-        step_lib.make_logps_fn(model_cfg=CFG, num_micro=3)(params, *rows)
+        forward_lib.make_logps_fn(model_cfg=CFG, num_micro=3)(params, *rows)
 
 
 @pytest.mark.parametrize("num_micro", [1, 2])
@@ -124,7 +135,7 @@ def test_logged_token_means_ignore_padding_rows_under_every_aggregation(params, 
     batch = _batch(params, seed=4)
     mask = batch.completion_mask_BxTc
     rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc, mask)
-    _, entropy = jax.jit(lambda p, *r: step_lib.completion_logps(p, *r, model_cfg=CFG))(
+    _, entropy = jax.jit(lambda p, *r: forward_lib.completion_logps(p, *r, model_cfg=CFG))(
         params, *rows
     )
     expected = float(np.sum(np.where(mask, entropy, 0.0)) / mask.sum())
@@ -132,7 +143,9 @@ def test_logged_token_means_ignore_padding_rows_under_every_aggregation(params, 
     metrics = []
     for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"):
         rl = dataclasses.replace(RL, loss_agg=agg, norm_len=8)
-        step = step_lib.make_train_step(model_cfg=CFG, rl=rl, optimizer=OPT, num_micro=num_micro)
+        step = step_lib.make_train_step(
+            model_cfg=CFG, objective=objective_lib.compose(rl), optimizer=OPT, num_micro=num_micro
+        )
         _, m = step(state_lib.init_state(_copy(params), OPT), padded)
         np.testing.assert_allclose(m["rl/entropy"], expected, rtol=1e-5, err_msg=agg)
         np.testing.assert_allclose(m["rl/ratio_mean"], 1.0, rtol=1e-5, err_msg=agg)

@@ -14,6 +14,7 @@ from transformers import modeling_rope_utils
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import transformer
+from rlvr_jax.objectives import policy_loss
 from tests import fixtures
 
 # One config that switches on every code path at once (q/k/v biases, q/k norms, llama3 RoPE, GQA,
@@ -148,7 +149,7 @@ def test_remat_same_values_and_gradients():
 
     def loss(params, cfg):
         logits = transformer.forward(params, tokens, positions, mask, cfg)
-        logps = transformer.token_logps(logits[:, :-1], jnp.asarray(tokens[:, 1:]))
+        logps = policy_loss.token_logps(logits[:, :-1], jnp.asarray(tokens[:, 1:]))
         return -(logps * mask[:, 1:]).sum() / mask[:, 1:].sum()
 
     grad_fn = jax.jit(jax.value_and_grad(loss), static_argnums=1)

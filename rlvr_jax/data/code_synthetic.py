@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 
 from rlvr_jax.data import synthetic, types
-from rlvr_jax.data.code_tasks import CallTest, CodeTask, StdioTest
+from rlvr_jax.rewards.code_types import CallTest, CodeTask, StdioTest
 
 FAMILIES = ("affine_stdio", "pair_call", "list_call")
 SPLITS = synthetic.SPLITS

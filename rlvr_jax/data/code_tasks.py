@@ -1,5 +1,5 @@
-"""Code tasks: one `CodeTask` type holding stdin/stdout and function-call tests; loaders for
-MBPP-, HumanEval- and APPS-shaped jsonl files. The embedded task set (reference and known-wrong
+"""Code tasks: loaders for MBPP-, HumanEval- and APPS-shaped jsonl files into `CodeTask`s (the
+verifier's input types, rewards/code_types.py). The embedded task set (reference and known-wrong
 solutions, for tests and smoke runs) lives in `code_tasks_embedded`.
 
 Assert-style tests (MBPP `test_list`, HumanEval `check(candidate)`) become `CallTest`s: the call's
@@ -19,42 +19,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from rlvr_jax.rewards.code_types import CallTest, CodeTask, StdioTest
+
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class StdioTest:
-    """Run the program on `stdin`; its stdout must equal `expected` (trailing spaces aside)."""
-
-    stdin: str
-    expected: str
-
-
-@dataclasses.dataclass(frozen=True)
-class CallTest:
-    """`fn(*args)` must return `expected`; numbers within `rel_tol`/`abs_tol` when set."""
-
-    fn: str
-    args: tuple
-    expected: Any
-    rel_tol: float = 0.0
-    abs_tol: float = 0.0
-
-
-@dataclasses.dataclass(frozen=True)
-class CodeTask:
-    """A programming prompt and its tests. `wrong_solutions` are known to fail (embedded set)."""
-
-    uid: str
-    prompt: str
-    tests: tuple[StdioTest | CallTest, ...]
-    reference_solution: str | None = None
-    wrong_solutions: tuple[str, ...] = ()
-    source: str = ""
-
-    def __post_init__(self):
-        if not self.tests:
-            raise ValueError(f"task {self.uid}: no tests")
 
 
 class UnsupportedTest(ValueError):

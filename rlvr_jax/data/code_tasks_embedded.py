@@ -5,7 +5,7 @@ for tests and smoke runs. Host-side only: nothing here imports JAX.
 
 from __future__ import annotations
 
-from rlvr_jax.data.code_tasks import CallTest, CodeTask, StdioTest
+from rlvr_jax.rewards.code_types import CallTest, CodeTask, StdioTest
 
 
 def _stdio(uid: str, prompt: str, cases, reference: str, *wrong: str) -> CodeTask:

@@ -257,9 +257,3 @@ def forward(
 def positions_from_mask(mask_BxT: jax.Array) -> jax.Array:
     """Per-row positions counting only real tokens (left padding gets position 0)."""
     return jnp.maximum(jnp.cumsum(mask_BxT.astype(jnp.int32), axis=1) - 1, 0)
-
-
-def token_logps(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
-    """log p(tokens) under float32 logits: log-softmax in float32."""
-    logps = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logps, tokens_BxT[..., None], axis=-1)[..., 0]

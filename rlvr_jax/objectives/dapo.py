@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rlvr_jax.objectives import hooks
+
 
 def keep_groups(rewards_B: np.ndarray, G: int) -> np.ndarray:
     """Dynamic sampling: keep_P[p] is False iff all G rewards of prompt p are equal.
@@ -53,3 +55,35 @@ def filter_overlong(batch, truncated_B: np.ndarray):
     advantage would keep them in the token-mean denominator and keep their KL and entropy."""
     keep_Bx1 = overlong_mask(truncated_B)[:, None]
     return batch.replace(completion_mask_BxTc=np.asarray(batch.completion_mask_BxTc) & keep_Bx1)
+
+
+# --- DAPO's hooks around the train step (objectives/hooks.py) ---
+
+
+class DynamicSampling(hooks.Hook):
+    """Drops groups with equal rewards and samples more prompts, up to `max_resample_rounds`."""
+
+    def __init__(self, max_resample_rounds: int):
+        self.max_resample_rounds = max_resample_rounds
+
+    def keep_groups(self, rewards_B, G):
+        return keep_groups(rewards_B, G)
+
+
+class OverlongPenalty(hooks.Hook):
+    """The soft overlong punishment, added to the task's reward."""
+
+    def __init__(self, max_len: int, cache_len: int):
+        self.max_len, self.cache_len = max_len, cache_len
+
+    def rewards(self, r, rewards_B):
+        lengths_B = np.asarray(r.sample.lengths_B)
+        return rewards_B + soft_overlong_penalty(lengths_B, self.max_len, self.cache_len), {}
+
+
+class OverlongFilter(hooks.Hook):
+    """Truncated completions leave the loss entirely (`filter_overlong`)."""
+
+    def batch(self, r, batch, params):
+        del params
+        return filter_overlong(batch, ~np.asarray(r.sample.stopped_B)), {}

@@ -15,8 +15,16 @@ import dataclasses
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rlvr_jax.objectives.rl_config import is_int, is_num
+from rlvr_jax import distributed
+from rlvr_jax import mesh as mesh_lib
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import hooks
+from rlvr_jax.objectives import term as term_lib
+from rlvr_jax.values import is_int, is_num
 
 # Guards on the centroid denominators and the margin variance (the released code's eps = 1e-8).
 EPS = 1e-8
@@ -278,3 +286,131 @@ def shared_token_weight_share(
     w_BxT = jnp.where(signed_BxT, omega_BxT.astype(jnp.float32), 0.0)
     total = jnp.sum(w_BxT)
     return jnp.sum(jnp.where(shared_BxT, w_BxT, 0.0)) / jnp.maximum(total, EPS)
+
+
+# --- The train step's side: coefficients from the policy's own forward pass ---
+
+
+def delta_reweight(
+    fwd: forward_lib.CompletionForward,
+    tokens_BxTc: jax.Array,
+    adv_BxTc: jax.Array,
+    mask_BxTc: jax.Array,
+    cfg: DeltaConfig,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """DelTA (docs/delta.md): the advantage times per-token coefficients from this forward's
+    hidden states and probabilities (stop-gradient constants of the loss), and their stats."""
+    sg = jax.lax.stop_gradient
+    v_BxTcxD = token_grad_proxy(
+        jnp.exp(sg(fwd.logps_BxTc)), sg(fwd.hidden_BxTcxD).astype(jnp.float32)
+    )
+    return _from_proxy(v_BxTcxD, tokens_BxTc, adv_BxTc, mask_BxTc, cfg)
+
+
+def _from_proxy(v_BxTcxD, tokens_BxTc, adv_BxTc, mask_BxTc, cfg):
+    adv_B = forward_lib.sequence_advantages(adv_BxTc, mask_BxTc)
+    omega_BxTc, stats = coefficients(
+        v_BxTcxD,
+        adv_B,
+        mask_BxTc,
+        lam_min=cfg.lam_min,
+        lam_max=cfg.lam_max,
+        iters=cfg.iters,
+        chunk=cfg.chunk,
+        gamma=cfg.gamma,
+    )
+    stats.pop("omega_raw")
+    # The weight DelTA leaves on token ids that occur in both correct and incorrect completions.
+    stats["delta/shared_weight_share"] = shared_token_weight_share(
+        omega_BxTc, tokens_BxTc, adv_B, mask_BxTc
+    )
+    return adv_BxTc * omega_BxTc, stats
+
+
+def delta_prepass(params, batch, num_micro, cfg, model_cfg, temperature):
+    """DelTA over several micro-batches: proxies from a no-grad pass per micro-batch, then the
+    coefficients over the whole batch, folded into its advantages."""
+    rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
+    rows += (batch.completion_mask_BxTc,)
+    strided = [forward_lib.to_micro(x, num_micro) for x in rows]
+
+    def proxy(mb):
+        fwd = forward_lib.completion_forward(
+            params, *mb, model_cfg=model_cfg, temperature=temperature
+        )
+        return token_grad_proxy(jnp.exp(fwd.logps_BxTc), fwd.hidden_BxTcxD.astype(jnp.float32))
+
+    v_MxBmxTcxD = jax.lax.map(proxy, strided)
+    v_BxTcxD = forward_lib.from_micro(v_MxBmxTcxD)
+    adv_BxTc, stats = _from_proxy(
+        jax.lax.stop_gradient(v_BxTcxD),
+        batch.completion_BxTc,
+        batch.adv_BxTc,
+        batch.completion_mask_BxTc,
+        cfg,
+    )
+    return batch.replace(adv_BxTc=adv_BxTc), stats
+
+
+def make_delta_fn(
+    *,
+    model_cfg: config_lib.ModelConfig,
+    delta: DeltaConfig,
+    temperature: float = 1.0,
+    num_micro: int = 1,
+    param_shardings: params_lib.Params | None = None,
+):
+    """Jitted `(params, batch) -> (batch, stats)`: DelTA's coefficients computed once over a whole
+    rollout batch with `params` (the pre-update policy, as the authors do) and folded into its
+    advantages, for rl.num_updates > 1 (then the train steps get delta=None). The proxies come
+    from `num_micro` sequential no-grad passes; the batch is split over data x fsdp if sharded."""
+
+    def fn(params, batch):
+        return delta_prepass(params, batch, num_micro, delta, model_cfg, temperature)
+
+    if param_shardings is None:
+        return jax.jit(fn)
+    mesh = jax.tree.leaves(param_shardings)[0].mesh
+    rows = mesh_lib.batch_sharding(mesh)
+    return jax.jit(
+        fn, in_shardings=(param_shardings, rows), out_shardings=(rows, mesh_lib.replicated(mesh))
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class DeltaTerm(term_lib.LossTerm):
+    """DelTA inside the train step: with one micro-batch the coefficients come from the loss's own
+    forward pass; with several, a no-grad prepass over the whole batch computes them first."""
+
+    cfg: DeltaConfig
+
+    def prepass(self, params, batch, *, num_micro, model_cfg, temperature):
+        if num_micro == 1:
+            return batch, {}
+        return delta_prepass(params, batch, num_micro, self.cfg, model_cfg, temperature)
+
+    def advantages(self, fwd, mb, adv_BxTc, *, num_micro):
+        if num_micro > 1:  # folded in by the prepass
+            return adv_BxTc, {}
+        return delta_reweight(fwd, mb.completion_BxTc, adv_BxTc, mb.completion_mask_BxTc, self.cfg)
+
+
+class DeltaOnce(hooks.Hook):
+    """DelTA with several updates per rollout batch: the coefficients come from the pre-update
+    policy over the whole global batch, once, before the first update (`make_delta_fn`); the
+    train steps then run without the DelTA term."""
+
+    def __init__(self, delta_fn, rows_multiple: int, mesh, pad_rows):
+        self.delta_fn, self.rows_multiple, self.mesh = delta_fn, rows_multiple, mesh
+        self.pad_rows = pad_rows  # rollout_types.pad_rows: empty rows the step ignores
+
+    def batch(self, r, batch, params):
+        del r
+        n = batch.completion_BxTc.shape[0]
+        multiple = self.rows_multiple
+        rows = -(-distributed.max_over_processes(n) // multiple) * multiple
+        full = distributed.global_rows(self.pad_rows(batch, rows), self.mesh)
+        out, stats = self.delta_fn(params, full)
+        adv_BxTc = np.asarray(distributed.local_rows(out.adv_BxTc, self.mesh))[:n]
+        stats = {k: float(v) for k, v in jax.device_get(stats).items()}
+        return batch.replace(adv_BxTc=adv_BxTc), stats

@@ -14,8 +14,14 @@ import dataclasses
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from rlvr_jax.objectives.rl_config import is_num
+from rlvr_jax import distributed, sampling
+from rlvr_jax.data import feedback as feedback_lib
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import hooks
+from rlvr_jax.objectives import term as term_lib
+from rlvr_jax.values import is_int, is_num
 
 FEEDBACKS = ("verifier", "sibling", "reference")  # data/feedback.py FEEDBACKS, kept equal by a test
 TEACHERS = ("self", "model")
@@ -173,6 +179,7 @@ class DistilConfig:
     coef: float = 1.0  # weight of the DistIL loss
     feedback: str = "verifier"  # one of FEEDBACKS: verifier hint, correct sibling, reference
     teacher: str = "self"  # one of TEACHERS
+    teacher_path: str = ""  # HF folder when teacher == "model"
     grpo_coef: float = 0.0  # weight of the GRPO policy loss mixed in; 0 = pure DistIL
 
     def __post_init__(self):
@@ -182,7 +189,7 @@ class DistilConfig:
         for name in ("enabled", "sequence_term"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be a bool")
-        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 1:
+        if not is_int(self.top_k) or self.top_k < 1:
             fail("top_k", "must be an int >= 1")
         for name in ("coef", "grpo_coef"):
             if not is_num(getattr(self, name)) or getattr(self, name) < 0:
@@ -191,3 +198,76 @@ class DistilConfig:
             fail("feedback", f"is not one of {FEEDBACKS}")
         if self.teacher not in TEACHERS:
             fail("teacher", f"is not one of {TEACHERS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistilTerm(term_lib.LossTerm):
+    """DistIL inside the train step: forward CE to the teacher top-k in the batch, weighted
+    against the policy-gradient loss by `coef` / `grpo_coef`."""
+
+    cfg: DistilConfig
+
+    def check(self, num_micro):
+        if self.cfg.sequence_term and num_micro > 1:
+            raise ValueError("DistIL's sequence term needs whole groups: use one micro-batch")
+
+    def loss(self, fwd, mb, loss, *, G):
+        d_loss, metrics = distil_loss(
+            fwd.logits_BxTcxV,
+            fwd.logps_BxTc,
+            mb.teacher_ids_BxTcxK,
+            mb.teacher_probs_BxTcxK,
+            mb.completion_mask_BxTc,
+            G=G,
+            sequence_term=self.cfg.sequence_term,
+        )
+        return self.cfg.grpo_coef * loss + self.cfg.coef * d_loss, metrics
+
+
+# --- The loop's side: the teacher's top-k targets of a rollout (objectives/hooks.py) ---
+
+
+def make_topk_fn(model_cfg, temperature: float, k: int, param_shardings):
+    """Jitted teacher top-k (ids, renormalised probs) [B, Tc, k] at the completion positions."""
+    return forward_lib.make_completion_fn(
+        lambda fwd: topk_teacher(fwd.logits_BxTcxV, k),
+        model_cfg=model_cfg,
+        temperature=temperature,
+        param_shardings=param_shardings,
+    )
+
+
+class DistilTargets(hooks.Hook):
+    """The teacher reads each rollout's prompt plus its feedback (docs/distil.md), then the
+    student's completion; its top-k distribution at each completion position goes into the batch.
+    The teacher is the policy itself (`teacher=None`: the current params) or a frozen model."""
+
+    def __init__(self, cfg, *, tok, system, G, sampling_cfg, mesh, topk_fn, teacher=None):
+        self.cfg, self.tok, self.system, self.G = cfg, tok, system, G
+        self.sampling_cfg, self.mesh, self.topk_fn, self.teacher = (
+            sampling_cfg,
+            mesh,
+            topk_fn,
+            teacher,
+        )
+
+    def batch(self, r, batch, params):
+        teacher_params = params if self.teacher is None else self.teacher.params
+        prompts: list[list[int]] = []
+        for p, ex in enumerate(r.examples):
+            rows = slice(p * self.G, (p + 1) * self.G)
+            fbs = feedback_lib.group_feedback(
+                self.cfg.feedback, ex, r.texts[rows], r.correct_B[rows], r.verdicts[rows]
+            )
+            for fb in fbs:
+                prompt = feedback_lib.feedback_prompt(ex.prompt, fb)
+                prompts.append(self.tok.apply_chat_template(prompt, system=self.system))
+        fb_BxTf, fb_mask_BxTf = sampling.pad_prompts(prompts, self.sampling_cfg)
+        n = len(prompts)
+        rows = (fb_BxTf, fb_mask_BxTf, batch.completion_BxTc, batch.completion_mask_BxTc)
+        args = distributed.pad_to_shards(rows, self.mesh)
+        ids, probs = distributed.local_rows(
+            self.topk_fn(teacher_params, *distributed.global_rows(args, self.mesh)), self.mesh
+        )
+        ids, probs = np.asarray(ids)[:n], np.asarray(probs)[:n]
+        return batch.replace(teacher_ids_BxTcxK=ids, teacher_probs_BxTcxK=probs), {}

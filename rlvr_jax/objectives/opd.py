@@ -13,7 +13,9 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlvr_jax.objectives.rl_config import is_int, is_num
+from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import hooks
+from rlvr_jax.values import is_int, is_num
 
 HORIZONS = ("full", "truncated", "linear", "staged")
 
@@ -61,6 +63,7 @@ class OPDConfig:
     """
 
     enabled: bool = False
+    teacher: str = ""  # HF folder of the teacher (shares the student's tokenizer)
     lambda_opd: float = 1.0  # weight of the OPD term in the hybrid advantage (mix_grpo only)
     mix_grpo: bool = False  # True: A_t = A^GRPO + lambda_opd * A^OPD_t
     horizon: str = "full"  # one of HORIZONS: full L, TOPD truncated, POPD linear or staged
@@ -148,3 +151,43 @@ def compute(
     if grpo_adv_B is None:
         raise ValueError("OPDConfig.mix_grpo=True needs grpo_adv_B")
     return mix_advantages(grpo_adv_B, opd_adv_BxTc, mask_BxTc, cfg.lambda_opd)
+
+
+# --- The loop's side: horizon per step, teacher advantages per mini-batch (objectives/hooks.py) ---
+
+
+class OPDHook(hooks.Hook):
+    """On-policy distillation: the TOPD/POPD horizon sets each step's sampler budget, and a frozen
+    teacher scores each mini-batch for the per-token advantage (optionally mixed with GRPO's)."""
+
+    def __init__(self, cfg: OPDConfig, teacher, teacher_logps_fn):
+        self.cfg, self.teacher, self.logps_fn = cfg, teacher, teacher_logps_fn
+        self._horizon = 0
+
+    def sampling(self, cfg, step):
+        """The sampler config of RL step `step` (1-based)."""
+        self._horizon = horizon_tokens(self.cfg, step - 1, cfg.max_new_tokens)
+        return dataclasses.replace(cfg, max_new_tokens=self._horizon)
+
+    def batch(self, r, batch, params):
+        del r, params
+        return batch, {"opd/horizon": self._horizon}
+
+    def minibatch(self, part):
+        """The mini-batch with OPD's per-token advantage, and the teacher-student reverse-KL
+        estimate on the sampled tokens."""
+        teacher_logps_BxTc = self.logps_fn(
+            self.teacher.params,
+            part.prompt_BxTp,
+            part.prompt_mask_BxTp,
+            part.completion_BxTc,
+            part.completion_mask_BxTc,
+        )
+        mask = part.completion_mask_BxTc
+        grpo_B = None
+        if self.cfg.mix_grpo:
+            grpo_B = forward_lib.sequence_advantages(part.adv_BxTc, mask)
+        adv_BxTc = compute(self.cfg, part.old_logps_BxTc, teacher_logps_BxTc, mask, grpo_B)
+        count = jnp.maximum(jnp.sum(mask), 1)
+        rkl = jnp.sum(jnp.where(mask, part.old_logps_BxTc - teacher_logps_BxTc, 0.0))
+        return part.replace(adv_BxTc=adv_BxTc), {"opd/reverse_kl": rkl / count}

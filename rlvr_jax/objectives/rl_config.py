@@ -5,22 +5,13 @@ docs/dapo.md."""
 from __future__ import annotations
 
 import dataclasses
-import math
+
+from rlvr_jax.values import is_int, is_num
 
 ADV_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
 KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 POLICY_LOSSES = ("ppo_clip", "kl_cov", "clip_cov")
-
-
-def is_int(x) -> bool:
-    """A real int (not a bool)."""
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
-def is_num(x) -> bool:
-    """A finite int or float (not a bool)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -15,8 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rlvr_jax.objectives import advantages
-from rlvr_jax.objectives.rl_config import is_num
+from rlvr_jax import distributed
+from rlvr_jax.objectives import advantages, hooks
+from rlvr_jax.rewards import math as math_lib
+from rlvr_jax.values import is_num
 
 REWARDS = ("cluster_vote", "self_certainty")
 TIE_BREAKS = ("first", "none")
@@ -26,6 +28,7 @@ TIE_BREAKS = ("first", "none")
 class RLIFConfig:
     """The RLIF recipe of docs/rlif.md. Frozen, hashable: a static jit argument."""
 
+    enabled: bool = False  # label-free rewards instead of the verifier's
     rewards: tuple[str, ...] = REWARDS  # subset of REWARDS, in the column order of rewards_BxR
     weights: tuple[float, ...] = (1.0, 1.0)  # GDPO w_k, one per reward (w_sc ~ 0.5 if SC dominates)
     soft_share: bool = False  # cluster vote reward |C(a_i)| / G instead of majority membership
@@ -167,3 +170,55 @@ def gdpo_advantages(
     std = jnp.std(S_B, ddof=ddof if S_B.shape[0] > 1 else 0)
     adv_B = (S_B - jnp.mean(S_B)) / jnp.where(flat, 1.0, std + eps)
     return jnp.where(flat, 0.0, adv_B)
+
+
+# --- The loop's side: label-free advantages of a rollout (objectives/hooks.py) ---
+
+
+def _same_answer(a: str, b: str) -> bool:
+    """Math equivalence of two extracted answers (the verifier's rules, either as reference)."""
+    return math_lib.score_math(f"\\boxed{{{a}}}", b).status == "correct"
+
+
+def rollout_advantages(r, cfg: RLIFConfig, G: int) -> tuple[np.ndarray, dict[str, float]]:
+    """Label-free advantages (docs/rlif.md) of a rollout_types.Rollout: each completion's rewards
+    from the group alone (cluster vote over math-equivalent final answers; the sampler's
+    self-certainty), combined by GDPO over the global batch (every process's rows). No reference
+    answer is read. Returns (this process's adv_B, metrics)."""
+    metrics = {}
+    texts = r.texts
+    if "cluster_vote" in cfg.rewards:
+        answers = [math_lib.extract_answer(t) for t in texts]
+        _, majority_B, soft_B = cluster_votes(answers, _same_answer, G, cfg.tie_break)
+        vote_B = soft_B if cfg.soft_share else majority_B
+        metrics["rlif/vote_reward"] = float(np.mean(vote_B))
+        metrics["rlif/no_answer_frac"] = float(np.mean([a is None for a in answers]))
+        # How often the majority is right: read only for this metric, never for training.
+        metrics["rlif/vote_precision"] = float(
+            np.sum(vote_B * r.correct_B) / max(np.sum(vote_B), 1e-9)
+        )
+    if "self_certainty" in cfg.rewards:
+        mask = np.asarray(r.sample.mask_BxTc, bool)
+        cert = np.asarray(r.sample.certainty_BxTc, np.float32)
+        sc_B = (cert * mask).sum(1) / np.maximum(mask.sum(1), 1)
+        metrics["rlif/self_certainty"] = float(np.mean(sc_B))
+    by_name = {"cluster_vote": lambda: vote_B, "self_certainty": lambda: sc_B}
+    rewards_BxR = np.stack([by_name[name]() for name in cfg.rewards], axis=1).astype(np.float32)
+    # GDPO's batch statistics span the global batch: gather every process's rows (whole groups,
+    # so the group statistics are unchanged), then keep this process's block.
+    counts = distributed.gather_rows(np.asarray([len(rewards_BxR)], np.int64))
+    start = int(counts[: jax.process_index()].sum())
+    all_BxR = distributed.gather_rows(rewards_BxR)
+    adv_B = gdpo_advantages(all_BxR, cfg.weights, G, cfg.adv_eps, cfg.adv_std_ddof)
+    return np.asarray(adv_B, np.float32)[start : start + len(rewards_BxR)], metrics
+
+
+class LabelFree(hooks.Hook):
+    """RLIF: advantages from votes and self-certainty instead of the verifier's reward."""
+
+    def __init__(self, cfg: RLIFConfig, G: int):
+        self.cfg, self.G = cfg, G
+
+    def advantages(self, r, rewards_B):
+        del rewards_B
+        return rollout_advantages(r, self.cfg, self.G)

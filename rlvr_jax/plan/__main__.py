@@ -3,10 +3,10 @@
     python -m rlvr_jax.plan --config=experiments/configs/grpo_math.py:qwen2p5_math_1p5b \
         --chip=tpu-v5e --mesh=1,8,1
 
-Like an experiment main, this reads the experiment's ConfigDict (batch, lengths, dtypes, remat,
-beta) and hands typed values to `planner.plan`. The model shape comes from --model_config (an HF
-config.json), --model (a name in plan/catalog.py or models/config.py), the config's
-model.init_from folder, the config's preset name, or model.preset, in that order.
+Like an experiment main, this reads the experiment's config (batch, lengths, dtypes, remat, beta)
+through rlvr_jax/config.py and hands typed values to `planner.plan`. The model shape comes from
+--model_config (an HF config.json), --model (a name in plan/catalog.py or models/config.py), the
+config's model.init_from folder, the config's preset name, or model.preset, in that order.
 """
 
 from __future__ import annotations
@@ -15,18 +15,13 @@ import dataclasses
 import os
 
 from absl import app, flags
-from ml_collections import config_flags
 
+from rlvr_jax import config as experiment
 from rlvr_jax import sampling
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.plan import catalog, planner, report
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
-    "experiments/configs/grpo_math.py",
-    "Experiment config (file.py:arg).",
-    lock_config=True,
-)
+_CONFIG = experiment.define_config_flag("experiments/configs/grpo_math.py")
 _MESH = flags.DEFINE_string(
     "mesh", None, "Mesh shape data,fsdp,tensor (default: the config's mesh.shape)."
 )
@@ -57,7 +52,7 @@ def _config_preset(filename: str) -> str:
 
 def resolve_model(c, config_filename: str = "") -> tuple[str, config_lib.ModelConfig]:
     """(name, ModelConfig) for the experiment config, with its dtypes and remat applied."""
-    init_from = c.model.get("init_from", "")
+    init_from = c.model.init_from
     preset = _config_preset(config_filename)
     if _MODEL_CONFIG.value:
         name, cfg = _MODEL_CONFIG.value, catalog.read_model(_MODEL_CONFIG.value)
@@ -85,7 +80,7 @@ def _mesh_shape(c) -> tuple[int, int, int]:
     if _MESH.value:
         shape = [int(x) for x in _MESH.value.split(",")]
     else:
-        shape = list(c.get("mesh", {}).get("shape", (-1, 1, 1)))
+        shape = list(c.mesh.shape)
     if len(shape) != 3 or shape.count(-1) > 1:
         raise app.UsageError(f"mesh {shape} must be data,fsdp,tensor with at most one -1")
     if -1 in shape:
@@ -98,8 +93,8 @@ def _mesh_shape(c) -> tuple[int, int, int]:
 
 def main(argv):
     del argv
-    c = _CONFIG.value
-    name, cfg = resolve_model(c, config_flags.get_config_filename(flags.FLAGS["config"]))
+    c, filename = experiment.from_flag(_CONFIG)
+    name, cfg = resolve_model(c, filename)
     mesh_shape = _mesh_shape(c)
     buckets = sampling.DEFAULT_BUCKETS
     kwargs = dict(

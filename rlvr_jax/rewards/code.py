@@ -35,7 +35,7 @@ import secrets
 import signal
 from collections.abc import Sequence
 
-from rlvr_jax.data import code_tasks
+from rlvr_jax.rewards import code_types
 from rlvr_jax.rewards import sandbox as sandbox_lib
 
 STATUSES = ("ok", "wrong", "timeout", "runtime_error", "no_code", "verifier_error")
@@ -244,7 +244,7 @@ def _close(want, got, rel_tol: float, abs_tol: float) -> bool:
     return want == got
 
 
-def values_equal(test: code_tasks.CallTest, got_tree) -> bool:
+def values_equal(test: code_types.CallTest, got_tree) -> bool:
     """Whether a decoded result tree satisfies the test, under the comparison rule above."""
     want, got = _canon(_encode(test.expected)), _canon(got_tree)
     if test.rel_tol or test.abs_tol:
@@ -288,7 +288,7 @@ def _show_tree(tree, n: int) -> str:
         return _clip(json.dumps(tree), n)
 
 
-def _run_stdio(program: str, test: code_tasks.StdioTest, cfg: CodeConfig) -> _Outcome:
+def _run_stdio(program: str, test: code_types.StdioTest, cfg: CodeConfig) -> _Outcome:
     sandbox = cfg.sandbox
     need = 2 * len(test.expected.encode()) + 1024  # room to see a wrong answer past the cap
     if need > sandbox.max_output_bytes:
@@ -306,7 +306,7 @@ def _run_stdio(program: str, test: code_tasks.StdioTest, cfg: CodeConfig) -> _Ou
     return _Outcome("ok", run.stdout)
 
 
-def _run_calls(program: str, tests: list[code_tasks.CallTest], cfg: CodeConfig) -> list[_Outcome]:
+def _run_calls(program: str, tests: list[code_types.CallTest], cfg: CodeConfig) -> list[_Outcome]:
     """Every call test of a task in one harness run; outcomes in order."""
     nonce = secrets.token_hex(16)
     calls = [[t.fn, _encode(list(t.args))] for t in tests]
@@ -359,7 +359,7 @@ def _error_text(text: str) -> str:
         return text
 
 
-def _judge_call(test: code_tasks.CallTest, text: str, cfg: CodeConfig) -> _Outcome:
+def _judge_call(test: code_types.CallTest, text: str, cfg: CodeConfig) -> _Outcome:
     try:
         payload = json.loads(text)
         if type(payload) is not dict or len(payload) != 1:
@@ -377,7 +377,7 @@ def _judge_call(test: code_tasks.CallTest, text: str, cfg: CodeConfig) -> _Outco
 def _feedback(i: int, n: int, test, outcome: _Outcome, cfg: CodeConfig) -> str:
     k = cfg.feedback_chars
     reason = {"wrong": "wrong answer", "timeout": "time limit", "runtime_error": "runtime error"}
-    if isinstance(test, code_tasks.CallTest):
+    if isinstance(test, code_types.CallTest):
         args = ", ".join(_show(a, k) for a in test.args)
         shown_input, expected = _clip(f"{test.fn}({args})", k), _show(test.expected, k)
         if test.rel_tol or test.abs_tol:
@@ -395,7 +395,7 @@ def _feedback(i: int, n: int, test, outcome: _Outcome, cfg: CodeConfig) -> str:
     return "\n".join(parts)
 
 
-def score_code(completion: str, task: code_tasks.CodeTask, cfg: CodeConfig) -> CodeVerdict:
+def score_code(completion: str, task: code_types.CodeTask, cfg: CodeConfig) -> CodeVerdict:
     """Score one completion on one task (see the module docstring for every rule)."""
     total = len(task.tests)
     program = extract_program(completion, cfg.max_chars)
@@ -403,11 +403,11 @@ def score_code(completion: str, task: code_tasks.CodeTask, cfg: CodeConfig) -> C
         why = "No Python program found: put the whole program in one ```python block."
         return CodeVerdict(0.0, 0, total, "no_code", why)
     try:
-        calls = [t for t in task.tests if isinstance(t, code_tasks.CallTest)]
+        calls = [t for t in task.tests if isinstance(t, code_types.CallTest)]
         call_outcomes = iter(_run_calls(program, calls, cfg) if calls else [])
         passed, first_fail = 0, None
         for i, test in enumerate(task.tests):
-            if isinstance(test, code_tasks.CallTest):
+            if isinstance(test, code_types.CallTest):
                 outcome = next(call_outcomes)
             else:
                 outcome = _run_stdio(program, test, cfg)
@@ -434,7 +434,7 @@ def score_code(completion: str, task: code_tasks.CodeTask, cfg: CodeConfig) -> C
 
 
 def score_many(
-    completions: Sequence[str], tasks: Sequence[code_tasks.CodeTask], cfg: CodeConfig
+    completions: Sequence[str], tasks: Sequence[code_types.CodeTask], cfg: CodeConfig
 ) -> list[CodeVerdict]:
     """score_code over pairs, `cfg.max_workers` at a time; each program is its own sandbox."""
     if len(completions) != len(tasks):

@@ -2,7 +2,8 @@
 verdict parsing, and ModelJudge, which grades (prompt, response, criterion) items on any text
 generator with retries, invalid-verdict counting and a cache. Host side: no JAX.
 
-rubric.py scores criteria through the `Judge` protocol; this module never imports it at runtime.
+rubric.py scores criteria through the `Judge` protocol; this module never imports it: a judge
+reads a criterion through the `CriterionText` protocol (its id and description).
 """
 
 from __future__ import annotations
@@ -11,29 +12,11 @@ import collections
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
-from rlvr_jax.objectives.rl_config import is_int
-
-if TYPE_CHECKING:
-    from rlvr_jax.rewards.rubric import Criterion
-
-# --- Strict JSON (shared with rubric.py's extract_json) ---
-
-_FENCE_RE = re.compile(r"\A```[a-zA-Z]*\s*\n([\s\S]*?)\n?```\Z")
-
-
-def _strict_constant(name: str) -> float:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _loads(text: str) -> Any:
-    return json.loads(text, parse_constant=_strict_constant)
-
-
-# --- Judge ---
+from rlvr_jax.rewards import json_text
+from rlvr_jax.values import is_int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,8 +28,18 @@ class JudgeVerdict:
     raw: str
 
 
+class CriterionText(Protocol):
+    """What a judge reads of a criterion (rubric.Criterion)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+
 class Judge(Protocol):
-    def judge(self, prompt: str, response: str, criterion: Criterion) -> JudgeVerdict: ...
+    def judge(self, prompt: str, response: str, criterion: CriterionText) -> JudgeVerdict: ...
 
 
 JUDGE_TEMPLATE = """\
@@ -76,9 +69,9 @@ def parse_verdict(text: str) -> bool | None:
     text = text.strip()
     if len(text) > 2_000:
         return None
-    m = _FENCE_RE.match(text)
+    m = json_text.FENCE_RE.match(text)
     try:
-        obj = _loads(m.group(1) if m else text)
+        obj = json_text.loads(m.group(1) if m else text)
     except ValueError:
         return None
     passed = obj.get("passed") if isinstance(obj, dict) else None
@@ -113,7 +106,7 @@ class ModelJudge:
         # requests, cache_hits, generations, invalid_replies, invalid_verdicts, passed, failed
         self.stats: collections.Counter[str] = collections.Counter()
 
-    def judge_prompt(self, prompt: str, response: str, criterion: Criterion) -> str:
+    def judge_prompt(self, prompt: str, response: str, criterion: CriterionText) -> str:
         """The judge's input: the response capped in length and inside tags it cannot close (the
         tag name carries the response's own hash)."""
         if len(response) > self.max_response_chars:
@@ -123,10 +116,10 @@ class ModelJudge:
             prompt=prompt, tag=tag, response=response, criterion=criterion.description
         )
 
-    def judge(self, prompt: str, response: str, criterion: Criterion) -> JudgeVerdict:
+    def judge(self, prompt: str, response: str, criterion: CriterionText) -> JudgeVerdict:
         return self.judge_many([(prompt, response, criterion)])[0]
 
-    def judge_many(self, items: Sequence[tuple[str, str, Criterion]]) -> list[JudgeVerdict]:
+    def judge_many(self, items: Sequence[tuple[str, str, CriterionText]]) -> list[JudgeVerdict]:
         """Verdicts for (prompt, response, criterion) items, in one generate_fn call per attempt.
         Prefetching a batch this way makes later `score` calls cache hits."""
         out: list[JudgeVerdict | None] = [None] * len(items)

@@ -15,9 +15,9 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from rlvr_jax.objectives.rl_config import is_num
 from rlvr_jax.rewards.judge import Judge
 from rlvr_jax.rewards.rubric_checks import Check, run_check
+from rlvr_jax.values import is_num
 
 MAX_CHARS = 100_000  # a response longer than this scores 0 ("too_long") before any check runs
 STATUSES = ("ok", "required_failed", "required_invalid", "all_invalid", "too_long")

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from rlvr_jax.objectives.rl_config import is_int, is_num
-from rlvr_jax.rewards.judge import _FENCE_RE, _loads, _strict_constant
+from rlvr_jax.rewards import json_text
+from rlvr_jax.values import is_int, is_num
 
 NO_JSON = object()  # extract_json's "nothing found" (JSON null is a real value: None)
 
@@ -121,14 +121,14 @@ def extract_json(text: str) -> Any:
     """The JSON value of a response: the whole text, a wrapping ``` fence, else the first value
     that decodes at a '{' or '['. NO_JSON if none (NaN/Infinity are not JSON)."""
     text = text.strip()
-    m = _FENCE_RE.match(text)
+    m = json_text.FENCE_RE.match(text)
     for candidate in (text, m.group(1) if m else None):
         if candidate is not None:
             try:
-                return _loads(candidate)
+                return json_text.loads(candidate)
             except ValueError:
                 pass
-    decoder = json.JSONDecoder(parse_constant=_strict_constant)
+    decoder = json.JSONDecoder(parse_constant=json_text.reject_constant)
     for start in [i for i, ch in enumerate(text) if ch in "{["][:64]:
         try:
             return decoder.raw_decode(text, start)[0]

@@ -14,14 +14,13 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from rlvr_jax import sampling
+from rlvr_jax import distributed, sampling
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import metrics as metrics_lib
-from rlvr_jax.train import distributed
-from rlvr_jax.train import rollout as rollout_lib
+from rlvr_jax.rollout import single_turn
 
 
 class Evaluator:
@@ -52,10 +51,10 @@ class Evaluator:
             system=self.system, model_cfg=self.model_cfg, score_fn=score_fn, mesh=self.mesh
         )
         greedy_cfg = dataclasses.replace(self.sampling_cfg, temperature=0.0)
-        greedy = rollout_lib.sample(
+        greedy = single_turn.sample(
             params, self.tok, self.examples, key, G=1, sampling_cfg=greedy_cfg, **common
         )
-        sampled = rollout_lib.sample(
+        sampled = single_turn.sample(
             params,
             self.tok,
             self.examples,

@@ -2,8 +2,7 @@
 
 The run's own config.json (written by the loop) rebuilds its mesh, model, held-out examples and
 evaluator, so an extrapolated checkpoint is scored exactly like the run's checkpoints: same
-prompts, same verifier, same sampling key for the same step. Like loop.run, this reads the
-experiment's ConfigDict (from the run's config.json).
+prompts, same verifier, same sampling key for the same step.
 """
 
 from __future__ import annotations
@@ -14,29 +13,19 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import orbax.checkpoint as ocp
 
+from rlvr_jax import distributed, relex, relex_report, tasks
 from rlvr_jax import mesh as mesh_lib
-from rlvr_jax import relex, relex_report, sampling
 from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.train import checkpoint as ckpt_lib
-from rlvr_jax.train import distributed
 from rlvr_jax.train import evaluate as eval_lib
+from rlvr_jax.train import run_config
 from rlvr_jax.train import setup as setup_lib
-from rlvr_jax.train import tasks as tasks_lib
 
 _SHOWN = ("eval/pass@1", "eval/greedy_acc", "eval/reward_mean")
-
-
-def load_run_config(workdir: str) -> ml_collections.ConfigDict:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: not a run directory (no config.json)")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
 
 
 def real_params(traj_dir: str, step: int, like: params_lib.Params):
@@ -64,7 +53,7 @@ def run(
     """Extrapolates RUN's trajectory from `t_cut` to each target; returns (and prints) the
     results: per target the extrapolation's and the real run's eval metrics, the explained
     variance summary and the peak memory."""
-    c = load_run_config(workdir)
+    c = run_config.load(workdir)
     traj_dir = os.path.join(workdir, ckpt_lib.TRAJECTORY_DIR)
     if not os.path.isdir(traj_dir):
         raise FileNotFoundError(
@@ -111,13 +100,13 @@ def run(
             hf.save_checkpoint(os.path.join(folder, "hf"), model_cfg, jax.device_get(params))
             tokenizer_lib.copy_files(tok, os.path.join(folder, "hf"))
     if evaluate:
-        task_data = tasks_lib.load(c)
-        sampling_cfg = sampling.SamplingConfig(eos_ids=tok.eos_ids, pad_id=tok.pad_id, **c.sampling)
+        task = tasks.build(run_config.task_config(c))
+        sampling_cfg = run_config.sampling_config(c, tok.eos_ids, tok.pad_id)
         evaluator = eval_lib.Evaluator(
             tok,
-            task_data.test[: c.eval.num_prompts],
+            task.test[: c.eval.num_prompts],
             model_cfg=model_cfg,
-            system=c.data.system or None,
+            system=c.system,
             sampling_cfg=sampling_cfg,
             k=c.eval.k,
             mesh=mesh,
@@ -125,7 +114,7 @@ def run(
         like = jax.tree.map(lambda s, x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                             param_shd, shapes)  # fmt: skip
         base = real_params(traj_dir, t_cut, like)  # the policy RELEX starts from
-        with tasks_lib.scorer(c, task_data) as score_fn:
+        with task.scorer() as score_fn:
             for target, params in outs.items():
                 # The loop's eval key for this step: every row sees the same samples' randomness.
                 key = distributed.replicated_key(mesh, c.seed, 1, target)

@@ -1,4 +1,4 @@
-"""TrainState and TrainBatch: the pytrees that cross the jitted train step, and the optimizer.
+"""TrainState: the pytree that crosses the jitted train step, and the optimizer.
 
 Dimension legend (see also rlvr_jax/sampling.py): B sequences (prompts x G), Tp prompt length (left
 padded), Tc completion length (right padded).
@@ -29,23 +29,6 @@ class TrainState:
     step: jax.Array  # int32 scalar: optimizer updates applied
     params: params_lib.Params
     opt_state: optax.OptState
-
-
-@struct.dataclass
-class TrainBatch:
-    """One rollout batch, ready for the loss. Advantages are per token (broadcast from per
-    sequence)."""
-
-    prompt_BxTp: jax.Array  # int32, left padded
-    prompt_mask_BxTp: jax.Array  # bool
-    completion_BxTc: jax.Array  # int32, right padded
-    completion_mask_BxTc: jax.Array  # bool: tokens that carry loss
-    old_logps_BxTc: jax.Array  # float32: the sampler's log-probs (behaviour policy)
-    adv_BxTc: jax.Array  # float32
-    ref_logps_BxTc: jax.Array | None = None  # float32, only when beta > 0
-    # DistIL: the feedback-conditioned teacher's top-k tokens and renormalised probabilities.
-    teacher_ids_BxTcxK: jax.Array | None = None  # int32
-    teacher_probs_BxTcxK: jax.Array | None = None  # float32
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

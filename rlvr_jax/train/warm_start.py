@@ -16,15 +16,15 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from rlvr_jax import distributed, sampling
 from rlvr_jax import mesh as mesh_lib
-from rlvr_jax import sampling
 from rlvr_jax.data import synthetic
 from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
-from rlvr_jax.train import distributed
-from rlvr_jax.train import rollout as rollout_lib
+from rlvr_jax.objectives import batch as batch_lib
+from rlvr_jax.rollout import types as rollout_types
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
 
@@ -47,7 +47,7 @@ def sft_batch(
     system: str | None,
     buckets: Sequence[int] = sampling.DEFAULT_BUCKETS,
     shape: tuple[int, int] | None = None,
-) -> state_lib.TrainBatch:
+) -> batch_lib.TrainBatch:
     """Prompt (chat template, left padded) -> solution + EOS (right padded), padded to buckets,
     or to `shape` = (Tp, Tc) when given (see `sft_shape`)."""
     prompts, targets = _encode(tok, examples, system)
@@ -61,7 +61,7 @@ def sft_batch(
         prompt_BxTp[i, Tp - len(p) :], prompt_mask[i, Tp - len(p) :] = p, True
         comp_BxTc[i, : len(t)], comp_mask[i, : len(t)] = t, True
     zeros = np.zeros((B, Tc), np.float32)
-    return state_lib.TrainBatch(
+    return batch_lib.TrainBatch(
         prompt_BxTp=prompt_BxTp,
         prompt_mask_BxTp=prompt_mask,
         completion_BxTc=comp_BxTc,
@@ -141,7 +141,7 @@ def run(
         if mesh is not None:
             # Empty rows up to a multiple of the batch shards: the loss is a token mean, so they
             # change nothing.
-            batch = rollout_lib.pad_rows(batch, -(-cfg.batch_size // shards) * shards)
+            batch = rollout_types.pad_rows(batch, -(-cfg.batch_size // shards) * shards)
             batch = distributed.place(batch, jax.tree.map(lambda _: rows, batch))
         state, metrics = step(state, batch)
         losses.append(float(jax.device_get(metrics["warm/loss"])))

@@ -1,9 +1,13 @@
-"""Rollouts: prompts -> G samples each -> host verifiers -> rewards, and the TrainBatch built from
-them.
+"""The rollout seam: what any rollout engine returns, and the batch operations on it.
 
-Rows are group-major: rows p*G .. p*G+G-1 are the G samples of prompt p. On a mesh, each process
-samples and scores its own prompts: their rows become its block of one global batch (see
-train/distributed.py), and only its own completions come back to it.
+A `Rollout` holds, per row: the token ids the policy produced (`sample.tokens_BxTc`), the loss
+mask (`loss_mask_BxTc`: the tokens that carry loss; an engine that interleaves environment or tool
+tokens leaves those out), the sampler's log-probs (`sample.logps_BxTc`), the stop reason
+(`stop_B`), the decoded text and the task's verdict. Rows are group-major: rows p*G .. p*G+G-1
+are the G samples of prompt p. On a mesh, each process samples and scores its own prompts: their
+rows become its block of one global batch (rlvr_jax/distributed.py).
+
+Engines: `single_turn.SingleTurn` (one completion per row from the jitted KV-cache sampler).
 """
 
 # pylint: disable=invalid-name
@@ -17,11 +21,12 @@ import numpy as np
 
 from rlvr_jax import sampling
 from rlvr_jax.data import types as data_types
-from rlvr_jax.models import config as config_lib
-from rlvr_jax.models import params as params_lib
-from rlvr_jax.models import tokenizer as tokenizer_lib
-from rlvr_jax.train import distributed
-from rlvr_jax.train import state as state_lib
+from rlvr_jax.objectives import batch as batch_lib
+
+# texts, examples (one per text) -> verdicts with .reward, .correct, .status, .verifier_error
+ScoreFn = Callable[[list[str], list[data_types.Example]], list]
+# Why a row ended: on a stop token, or at the token budget (more with multi-turn engines).
+STOP_REASONS = ("stop", "length")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,76 +45,15 @@ class Rollout:
     def statuses(self) -> list[str]:
         return [v.status for v in self.verdicts]
 
+    @property
+    def loss_mask_BxTc(self) -> np.ndarray:
+        """The tokens that carry loss: every sampled token up to and including the stop token."""
+        return np.asarray(self.sample.mask_BxTc, bool)
 
-def encode_prompts(
-    tok: tokenizer_lib.Tokenizer, examples: Sequence[data_types.Example], system: str | None
-) -> list[list[int]]:
-    return [tok.apply_chat_template(ex.prompt, system=system) for ex in examples]
-
-
-def sample(
-    params: params_lib.Params,
-    tok: tokenizer_lib.Tokenizer,
-    examples: Sequence[data_types.Example],
-    key: jax.Array,
-    *,
-    G: int,
-    system: str | None,
-    model_cfg: config_lib.ModelConfig,
-    sampling_cfg: sampling.SamplingConfig,
-    score_fn: Callable[[list[str], list[data_types.Example]], list],
-    mesh: jax.sharding.Mesh | None = None,
-) -> Rollout:
-    """Samples G completions per example and scores them with `score_fn(texts, examples)` (the
-    examples repeated G times, row by row).
-
-    `score_fn` returns one verdict per text with `.reward`, `.correct` and `.status`. With a `mesh`,
-    `examples` are this process's (every process passes as many), `params` live on the mesh and
-    `key` is replicated on it (distributed.replicated_key).
-    """
-    prompts = [p for p in encode_prompts(tok, examples, system) for _ in range(G)]
-    out = generate(params, prompts, key, model_cfg=model_cfg, sampling_cfg=sampling_cfg, mesh=mesh)
-    texts = [
-        tok.decode(row[:n], skip_special_tokens=True)
-        for row, n in zip(out.tokens_BxTc, out.lengths_B, strict=True)
-    ]
-    verdicts = list(score_fn(texts, [ex for ex in examples for _ in range(G)]))
-    return Rollout(
-        examples=list(examples),
-        sample=out,
-        texts=texts,
-        rewards_B=np.asarray([v.reward for v in verdicts], np.float32),
-        correct_B=np.asarray([v.correct for v in verdicts], bool),
-        verdicts=verdicts,
-    )
-
-
-def generate(
-    params: params_lib.Params,
-    prompts: Sequence[Sequence[int]],
-    key: jax.Array,
-    *,
-    model_cfg: config_lib.ModelConfig,
-    sampling_cfg: sampling.SamplingConfig,
-    mesh: jax.sharding.Mesh | None = None,
-) -> sampling.SampleOutput:
-    """`sampling.generate` of this process's prompts, as numpy; on a mesh, they are its block of
-    the global batch and its rows come back.
-
-    Every process pads to the same prompt bucket (the longest prompt over all of them) and to a
-    multiple of its batch shards, repeating its last prompt; the repeats are dropped afterwards.
-    """
-    cfg = sampling_cfg
-    if mesh is None:
-        return jax.device_get(sampling.generate(params, prompts, key, model_cfg=model_cfg, cfg=cfg))
-    n = len(prompts)
-    rows = -(-n // distributed.local_shards(mesh)) * distributed.local_shards(mesh)
-    prompt_BxTp, mask_BxTp = sampling.pad_prompts(prompts + [prompts[-1]] * (rows - n), cfg)
-    Tp = distributed.max_over_processes(prompt_BxTp.shape[1])
-    prompt_BxTp, mask_BxTp = _left_pad(prompt_BxTp, Tp, 0), _left_pad(mask_BxTp, Tp, False)
-    padded = distributed.global_rows((prompt_BxTp, mask_BxTp), mesh)
-    out = sampling.generate(params, padded, key, model_cfg=model_cfg, cfg=cfg, mesh=mesh)
-    return jax.tree.map(lambda x: x[:n], distributed.local_rows(out, mesh))
+    @property
+    def stop_B(self) -> np.ndarray:
+        """Index into STOP_REASONS per row."""
+        return np.where(np.asarray(self.sample.stopped_B), 0, 1).astype(np.int32)
 
 
 def stats(r: Rollout) -> dict[str, np.ndarray]:
@@ -122,6 +66,24 @@ def stats(r: Rollout) -> dict[str, np.ndarray]:
         "stopped": np.asarray(r.sample.stopped_B),
         "no_answer": np.isin(statuses, ("no_answer", "no_code")),
         "verifier_error": np.asarray([v.verifier_error for v in r.verdicts], bool),
+    }
+
+
+def metrics(stats: dict[str, np.ndarray], G: int) -> dict[str, float]:
+    """Rollout metrics of the per-row `stats` (gathered over every process)."""
+    rewards_B, lengths_B = stats["rewards"], stats["lengths"]
+    rewards_PxG = rewards_B.reshape(-1, G)
+    return {
+        "rollout/reward_mean": float(rewards_B.mean()),
+        "rollout/reward_std": float(rewards_B.std()),
+        "rollout/acc": float(stats["correct"].mean()),
+        "rollout/len_mean": float(lengths_B.mean()),
+        "rollout/len_max": float(lengths_B.max()) if len(lengths_B) else 0.0,
+        "rollout/truncated_frac": float(1.0 - stats["stopped"].mean()),
+        "rollout/frac_zero_std_groups": float((rewards_PxG.std(axis=1) == 0).mean()),
+        "rollout/no_answer_frac": float(stats["no_answer"].mean()),
+        "rollout/verifier_error_frac": float(stats["verifier_error"].mean()),
+        "rollout/prompts": float(len(rewards_B) // G),
     }
 
 
@@ -147,12 +109,12 @@ def _left_pad_prompt(s: sampling.SampleOutput, Tp: int) -> sampling.SampleOutput
     if Tp == s.prompt_BxTp.shape[1]:
         return s
     return s.replace(
-        prompt_BxTp=_left_pad(s.prompt_BxTp, Tp, 0),
-        prompt_mask_BxTp=_left_pad(s.prompt_mask_BxTp, Tp, False),
+        prompt_BxTp=left_pad(s.prompt_BxTp, Tp, 0),
+        prompt_mask_BxTp=left_pad(s.prompt_mask_BxTp, Tp, False),
     )
 
 
-def _left_pad(x_BxT: np.ndarray, T: int, value) -> np.ndarray:
+def left_pad(x_BxT: np.ndarray, T: int, value) -> np.ndarray:
     x_BxT = np.asarray(x_BxT)
     return np.pad(x_BxT, ((0, 0), (T - x_BxT.shape[1], 0)), constant_values=value)
 
@@ -173,12 +135,12 @@ def select_groups(r: Rollout, keep_P: np.ndarray, G: int) -> Rollout:
 
 def to_batch(
     r: Rollout, adv_B: np.ndarray, ref_logps_BxTc: np.ndarray | None = None
-) -> state_lib.TrainBatch:
+) -> batch_lib.TrainBatch:
     """The TrainBatch of a rollout: per-sequence advantages broadcast over completion tokens."""
     s = r.sample
-    mask_BxTc = np.asarray(s.mask_BxTc, bool)
+    mask_BxTc = r.loss_mask_BxTc
     adv_BxTc = np.where(mask_BxTc, np.asarray(adv_B, np.float32)[:, None], 0.0).astype(np.float32)
-    return state_lib.TrainBatch(
+    return batch_lib.TrainBatch(
         prompt_BxTp=np.asarray(s.prompt_BxTp, np.int32),
         prompt_mask_BxTp=np.asarray(s.prompt_mask_BxTp, bool),
         completion_BxTc=np.asarray(s.tokens_BxTc, np.int32),
@@ -189,7 +151,7 @@ def to_batch(
     )
 
 
-def split_rows(batch: state_lib.TrainBatch, n: int) -> list[state_lib.TrainBatch]:
+def split_rows(batch: batch_lib.TrainBatch, n: int) -> list[batch_lib.TrainBatch]:
     """`n` mini-batches, row i going to mini-batch i % n.
 
     Strided rather than contiguous, so that when each process splits its own rows, the union over
@@ -199,7 +161,7 @@ def split_rows(batch: state_lib.TrainBatch, n: int) -> list[state_lib.TrainBatch
     return [jax.tree.map(lambda x, u=u: x[u::n], batch) for u in range(n)]
 
 
-def pad_rows(batch: state_lib.TrainBatch, rows: int) -> state_lib.TrainBatch:
+def pad_rows(batch: batch_lib.TrainBatch, rows: int) -> batch_lib.TrainBatch:
     """The batch with empty rows appended up to `rows`: no prompt or completion tokens, zero
     advantage. The train step's loss, gradient and metrics ignore them (see step.train_step)."""
     extra = rows - batch.completion_BxTc.shape[0]

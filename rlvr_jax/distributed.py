@@ -47,6 +47,23 @@ def local_shards(mesh: Mesh) -> int:
     return mesh_lib.batch_size_of(mesh) // jax.process_count()
 
 
+def shard_rows(n: int, mesh: Mesh) -> int:
+    """`n` rows rounded up to a multiple of this process's batch shards."""
+    shards = local_shards(mesh)
+    return -(-n // shards) * shards
+
+
+def pad_to_shards(tree: Any, mesh: Mesh) -> Any:
+    """Every leaf's rows (numpy, leading axis) padded to `shard_rows` by repeating its last row;
+    the caller drops the repeats from the result."""
+
+    def pad(x):
+        extra = shard_rows(x.shape[0], mesh) - x.shape[0]
+        return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)]) if extra else x
+
+    return jax.tree.map(pad, tree)
+
+
 def global_rows(tree: Any, mesh: Mesh) -> Any:
     """This process's rows (numpy, batch first) -> global arrays split over the batch axes.
 

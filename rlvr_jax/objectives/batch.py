@@ -1,0 +1,24 @@
+"""The loss's input: one rollout batch as arrays, rows group-major."""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import jax
+from flax import struct
+
+
+@struct.dataclass
+class TrainBatch:
+    """One rollout batch, ready for the loss. Advantages are per token (broadcast from per
+    sequence)."""
+
+    prompt_BxTp: jax.Array  # int32, left padded
+    prompt_mask_BxTp: jax.Array  # bool
+    completion_BxTc: jax.Array  # int32, right padded
+    completion_mask_BxTc: jax.Array  # bool: tokens that carry loss
+    old_logps_BxTc: jax.Array  # float32: the sampler's log-probs (behaviour policy)
+    adv_BxTc: jax.Array  # float32
+    ref_logps_BxTc: jax.Array | None = None  # float32, only when beta > 0
+    # DistIL: the feedback-conditioned teacher's top-k tokens and renormalised probabilities.
+    teacher_ids_BxTcxK: jax.Array | None = None  # int32
+    teacher_probs_BxTcxK: jax.Array | None = None  # float32

@@ -1,0 +1,1 @@
+"""Rollout engines and the Rollout they all return (types.py)."""
