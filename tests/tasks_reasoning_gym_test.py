@@ -107,14 +107,25 @@ def test_bad_rg_tasks_fail_naming_the_key(monkeypatch):
         _validate((("chain_sum", 1.0, {}),))
 
 
+def test_experiment_configs_validate():
+    for name in rg_config.EASY:  # the measured configs, warm start and all
+        cfg = experiment.from_configdict(rg_config.get_config(f"tasks={name}"))
+        run_config.validate(cfg)
+        tasks_lib.validate(run_config.task_config(cfg))
+        assert cfg.data.rg_tasks == ((name, 1.0, rg_config.EASY[name]),)
+
+
 def test_grpo_runs_on_reasoning_gym_rewards(tmp_path):
-    c = _config("tasks=chain_sum+letter_counting", **{"data.train_size": 30})
+    """One RL step of the real loop (compiles dominate: no warm start, one step)."""
+    c = _config(
+        "tasks=chain_sum+letter_counting",
+        **{"data.train_size": 30, "train.steps": 1, "warm_start.steps": 0},
+    )
     experiment.run(c, str(tmp_path))
     rows = metrics_lib.read_metrics(str(tmp_path))
     assert any("eval/pass@1" in r and "eval/greedy_acc" in r for r in rows if r["step"] == 0)
     train = [r for r in rows if "rollout/reward_mean" in r]
-    assert [r["step"] for r in train] == [1, 2]
-    for r in train:
-        shares = sum(r[f"rg/{s}_frac"] for s in rg_task.STATUSES)
-        assert shares == pytest.approx(1.0)
-        assert r["rollout/verifier_error_frac"] == 0.0
+    assert [r["step"] for r in train] == [1]
+    shares = sum(train[0][f"rg/{s}_frac"] for s in rg_task.STATUSES)
+    assert shares == pytest.approx(1.0)
+    assert train[0]["rollout/verifier_error_frac"] == 0.0

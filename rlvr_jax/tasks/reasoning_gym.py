@@ -75,6 +75,11 @@ def _package():
         raise ConfigError(
             'data.source="reasoning_gym" needs the reasoning-gym package: pip install -e ".[rg]"'
         ) from None
+    if not hasattr(reasoning_gym, "create_dataset"):
+        raise ConfigError(
+            f"`import reasoning_gym` found {reasoning_gym.__file__}, not the package: a file of "
+            "that name shadows it on sys.path (run experiments/reasoning_gym.py as a script)"
+        )
     return reasoning_gym
 
 
