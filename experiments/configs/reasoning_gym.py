@@ -1,8 +1,8 @@
 """GRPO on reasoning-gym generators (rlvr_jax/tasks/reasoning_gym.py, docs/reasoning_gym.md).
 
-Run:    python experiments/reasoning_gym.py --workdir=/tmp/rg_chain_sum \
+Run:    python experiments/grpo_rg.py --workdir=/tmp/rg_chain_sum \
             --config=experiments/configs/reasoning_gym.py:tasks=chain_sum
-        python experiments/reasoning_gym.py --workdir=DIR \
+        python experiments/grpo_rg.py --workdir=DIR \
             --config=experiments/configs/reasoning_gym.py:tasks=basic_arithmetic+letter_counting
 Args:   preset=<grpo_math preset>, tasks=<name>[+<name>...] (equal weights; a name in EASY gets
         its easy config, any other reasoning-gym dataset its defaults). For other weights or
