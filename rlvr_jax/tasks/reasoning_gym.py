@@ -78,7 +78,8 @@ def _package():
     if not hasattr(reasoning_gym, "create_dataset"):
         raise ConfigError(
             f"`import reasoning_gym` found {reasoning_gym.__file__}, not the package: a file of "
-            "that name shadows it on sys.path (run experiments/reasoning_gym.py as a script)"
+            "that name shadows it on sys.path (a script named reasoning_gym.py puts its folder "
+            "there)"
         )
     return reasoning_gym
 
