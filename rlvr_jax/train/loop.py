@@ -79,6 +79,8 @@ def run(cfg: run_config.RunConfig, workdir: str) -> dict[str, Any]:
                 continue
             batch = _batch(r, hooks, ro, m)  # task rewards -> advantages -> TrainBatch
             m.update(_updates(r, hooks, train_step, batch))
+            if m["train/skipped"] > 0:
+                _log(f"step {step}: non-finite loss or gradient; update skipped")
             dt = time.perf_counter() - t0
             m["perf/step_s"] = dt
             m["perf/tokens_per_s"] = m.pop("_tokens") / dt
@@ -178,8 +180,6 @@ def _updates(r: build_lib.Run, hooks, train_step, batch) -> dict[str, float]:
     # weights, so its ratio to the sampler's log-probs is the mismatch.
     m["rollout/mismatch_kl"] = float(step_metrics[0]["rl/approx_kl"])
     m["rollout/mismatch_log_ratio_max"] = float(step_metrics[0]["rl/log_ratio_abs_max"])
-    if m["train/skipped"] > 0:
-        _log("non-finite loss or gradient; update skipped")
     return m
 
 
