@@ -22,6 +22,7 @@ from rlvr_jax.data import types as data_types
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.rewards import pool as pool_lib
 from rlvr_jax.rollout import types as rollout_types
 
 ScoreFn = rollout_types.ScoreFn
@@ -99,3 +100,11 @@ class Task:
 def no_resources(score_fn: ScoreFn) -> Iterator[ScoreFn]:
     """A scorer that owns nothing (in-process scoring)."""
     yield score_fn
+
+
+@contextlib.contextmanager
+def pooled(verifier, preload: tuple[str, ...], make_score_fn) -> Iterator[ScoreFn]:
+    """A scorer that runs in a verifier pool (`verifier.workers`, hard `verifier.timeout_s` per
+    item): `make_score_fn(pool)` is the ScoreFn, the pool lives as long as the context."""
+    with pool_lib.VerifierPool(verifier.workers, verifier.timeout_s, preload=preload) as pool:
+        yield make_score_fn(pool)

@@ -8,9 +8,6 @@ jsonl/parquet files (`gsm8k`, `math`, `answer` for MATH-500/AIME, `parquet` for 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 from rlvr_jax.data import files as files_lib
 from rlvr_jax.data import synthetic
 from rlvr_jax.data import types as data_types
@@ -62,10 +59,5 @@ class MathTask(base.Task):
         self.train, self.test = load_data(cfg)
         self._verifier = cfg.verifier
 
-    @contextlib.contextmanager
-    def scorer(self) -> Iterator[base.ScoreFn]:
-        v = self._verifier
-        with pool_lib.VerifierPool(
-            v.workers, v.timeout_s, preload=("rlvr_jax.rewards.math",)
-        ) as pool:
-            yield make_score_fn(pool)
+    def scorer(self):
+        return base.pooled(self._verifier, ("rlvr_jax.rewards.math",), make_score_fn)

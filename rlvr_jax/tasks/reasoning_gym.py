@@ -12,7 +12,6 @@ wall-clock limit, where a timeout or an exception is its own status. docs/reason
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import functools
 import json
@@ -288,13 +287,8 @@ class ReasoningGymTask(base.Task):
         self.train, self.test = load_data(cfg)
         self._verifier = cfg.verifier
 
-    @contextlib.contextmanager
-    def scorer(self) -> Iterator[base.ScoreFn]:
-        v = self._verifier
-        with pool_lib.VerifierPool(
-            v.workers, v.timeout_s, preload=("reasoning_gym", __name__)
-        ) as pool:
-            yield make_score_fn(pool)
+    def scorer(self):
+        return base.pooled(self._verifier, ("reasoning_gym", __name__), make_score_fn)
 
     def metrics(self, verdicts: Sequence[Any]) -> dict[str, float]:
         return rg_metrics(verdicts)
