@@ -113,7 +113,7 @@ def bucket(n: int, buckets: Sequence[int], what: str) -> int:
     return buckets[i]
 
 
-def _filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
+def filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     """Tempered logits with top-k / top-p truncation applied (masked entries at -inf)."""
     logits_BxV = logits_BxV / cfg.temperature
     if cfg.top_k:
@@ -131,7 +131,7 @@ def _filter_logits(logits_BxV: jax.Array, cfg: SamplingConfig) -> jax.Array:
     return logits_BxV
 
 
-def _sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
+def sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
     """Samples one token per row; returns (tokens_B, logps_B, certainty_B): logps under the
     tempered policy, certainty its KL from uniform (self-certainty).
 
@@ -145,7 +145,7 @@ def _sample_token(logits_BxV: jax.Array, u_B: jax.Array, cfg: SamplingConfig):
     else:
         logps_BxV = jax.nn.log_softmax(logits_BxV / cfg.temperature, axis=-1)
         if cfg.top_k or cfg.top_p < 1:
-            probs_BxV = jax.nn.softmax(_filter_logits(logits_BxV, cfg), axis=-1)
+            probs_BxV = jax.nn.softmax(filter_logits(logits_BxV, cfg), axis=-1)
         else:
             probs_BxV = jnp.exp(logps_BxV)
         cdf_BxV = jnp.cumsum(probs_BxV, axis=-1)
@@ -193,7 +193,7 @@ def _decode(
 
     def body(s: _LoopState) -> _LoopState:
         u_B = jax.lax.dynamic_index_in_dim(u_BxTc, s.step, axis=1, keepdims=False)
-        tok_B, logp_B, cert_B = _sample_token(s.logits_BxV, u_B, cfg)
+        tok_B, logp_B, cert_B = sample_token(s.logits_BxV, u_B, cfg)
         live_B = ~s.done_B
         tok_B = jnp.where(live_B, tok_B, cfg.pad_id)
         tokens = jax.lax.dynamic_update_slice_in_dim(s.tokens_BxTc, tok_B[:, None], s.step, 1)

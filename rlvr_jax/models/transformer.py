@@ -143,6 +143,15 @@ def _dense(x: jax.Array, w: jax.Array, in_axes: int = 1) -> jax.Array:
     return out.reshape(*lead, *w.shape[in_axes:])
 
 
+def write_at(x: jax.Array, new: jax.Array, index: jax.Array | int, axis: int) -> jax.Array:
+    """`x` with `new` written at `index` along `axis`: one index for every row, or one per row
+    (`index` of shape [B]: each row of a slot-based cache at its own length)."""
+    if jnp.ndim(index) == 0:
+        return jax.lax.dynamic_update_slice_in_dim(x, new, index, axis)
+    row_fn = lambda x_, n_, i_: jax.lax.dynamic_update_slice_in_dim(x_, n_, i_, axis - 1)
+    return jax.vmap(row_fn)(x, new, index)
+
+
 def _layer(
     lp: params_lib.LayerParams,
     x_BxTxD: jax.Array,
@@ -173,8 +182,8 @@ def _layer(
     k_cache, v_cache = kv
     k_new = k.astype(k_cache.dtype).transpose(0, 2, 3, 1)  # [B, N, K, T]
     v_new = v.astype(v_cache.dtype).transpose(0, 2, 1, 3)  # [B, N, T, K]
-    k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k_new, cache_index, 3)
-    v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v_new, cache_index, 2)
+    k_cache = write_at(k_cache, k_new, cache_index, 3)
+    v_cache = write_at(v_cache, v_new, cache_index, 2)
     attn = _attention(q, k_cache, v_cache, mask_BxTxS)
     x_BxTxD = x_BxTxD + _dense(attn, w(lp.o), in_axes=2)
     h = rms_norm(x_BxTxD, lp.mlp_norm, cfg.rms_norm_eps)
@@ -196,7 +205,8 @@ def decode_hidden(
 
     `mask_BxT` marks real (non-padding) tokens. Without a cache, attention is causal over this
     call's tokens. With a cache, the tokens are written at slots [cache_index, cache_index + T) and
-    attend to every valid slot up to their own.
+    attend to every valid slot up to their own. `cache_index` is one slot for every row, or one per
+    row (shape [B]) for a cache whose rows have different lengths (rlvr_jax/engine).
     """
     chex.assert_rank(tokens_BxT, 2)
     chex.assert_equal_shape([tokens_BxT, positions_BxT, mask_BxT])
@@ -206,12 +216,11 @@ def decode_hidden(
     if not use_cache:
         cache = init_cache(cfg, B, T)
     S = cache.mask_BxS.shape[1]
-    cache_mask_BxS = jax.lax.dynamic_update_slice_in_dim(
-        cache.mask_BxS, mask_BxT.astype(bool), cache_index, 1
-    )
+    cache_mask_BxS = write_at(cache.mask_BxS, mask_BxT.astype(bool), cache_index, 1)
     # Causal in slot order: query t sits at slot cache_index + t.
-    causal_TxS = jnp.arange(S)[None, :] <= (cache_index + jnp.arange(T))[:, None]
-    mask_BxTxS = cache_mask_BxS[:, None, :] & causal_TxS[None]
+    query_slot_BxT = jnp.reshape(cache_index, (-1, 1)) + jnp.arange(T)[None, :]
+    causal_BxTxS = jnp.arange(S)[None, None, :] <= query_slot_BxT[:, :, None]
+    mask_BxTxS = cache_mask_BxS[:, None, :] & causal_BxTxS
 
     x = params.embed[tokens_BxT].astype(dtype)
     layer_fn = functools.partial(_layer, cfg=cfg)
