@@ -2,6 +2,18 @@
 weights.
 
     python benchmarks/sampler_vs_hf.py [--sizes=3m,30m] [--repeats=3]
+    python benchmarks/sampler_vs_hf.py --workload=rlvr [--sizes=3m,30m] [--repeats=1]
+
+`--workload=rlvr` is the question an RLVR user asks: 64 prompts x G=8 samples with a 512-token
+budget, where each row's completion length is drawn from a seeded lognormal (mean ~25% of the
+budget, a few rows at the budget), the same lengths enforced on both sides (EOS suppressed; each
+row stops at its length: rlvr_jax by a per-row budget, transformers by a per-row stopping
+criterion). It prints useful completion tokens/s (the sum of the row lengths over the wall time)
+of the continuous-batching engine (rlvr_jax/engine), of the static sampler (which decodes every
+row to the longest) and of `transformers.generate` (same: finished rows keep their place in the
+batch), and the engine's ratio over transformers per size.
+
+The default (`--workload=fixed`) is the fixed-length table:
 
 Same Qwen2-shaped random weights (built by transformers, saved, and loaded by rlvr_jax's HF loader),
 same batch (64 prompts x 32 tokens), 128 new tokens with EOS suppressed, temperature 1.0 with no
@@ -41,6 +53,9 @@ _BATCH = flags.DEFINE_integer("batch", 64, "Prompts per batch.")
 _PROMPT_LEN = flags.DEFINE_integer("prompt_len", 32, "Prompt tokens.")
 _NEW_TOKENS = flags.DEFINE_integer("new_tokens", 128, "New tokens per prompt (EOS suppressed).")
 _SINGLE = flags.DEFINE_bool("single_device", False, "Also time rlvr_jax on one device.")
+_WORKLOAD = flags.DEFINE_enum("workload", "fixed", ["fixed", "rlvr"], "What to time (docstring).")
+_SLOTS = flags.DEFINE_integer("slots", 128, "rlvr workload: the engine's decode slots.")
+_CHUNK = flags.DEFINE_integer("decode_chunk", 8, "rlvr workload: decode steps per host check.")
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
 
@@ -99,6 +114,10 @@ LAYOUTS = {"data": (-1, 1, 1), "tensor": (1, 1, -1)}  # mesh shapes over one CPU
 
 def main(argv):
     del argv
+    if _WORKLOAD.value == "rlvr":
+        from benchmarks import rlvr_workload  # noqa: PLC0415
+
+        return rlvr_workload.main(_SIZES.value, _REPEATS.value, _SLOTS.value, _CHUNK.value)
     mesh_lib.use_cpu_devices()  # one CPU device per core, before jax starts a backend
     peak = peak_lib.matmul_peak_flops()
     print(

@@ -73,7 +73,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         overlong_max_len=config_dict.placeholder(int),
         overlong_cache_len=config_dict.placeholder(int),
     )
-    c.sampling = dict(max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0)  # tokens
+    c.sampling = dict(
+        max_new_tokens=64,  # tokens
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        engine="static",  # or "continuous": slots refilled as rows stop (docs/engine.md)
+        slots=64,
+        decode_chunk=8,
+        prefill_chunk=256,
+    )
     c.opt = dict(
         lr=1e-4,  # RL learning rate (3e-4 oscillated and 1e-3 collapsed on the tiny task)
         schedule="constant",

@@ -1,5 +1,5 @@
-"""The single-turn rollout engine: one completion per row from the jitted KV-cache sampler,
-scored by the task's verifier on the host."""
+"""The single-turn rollout engine: one completion per row from the jitted KV-cache sampler (the
+static one, or the continuous-batching engine), scored by the task's verifier on the host."""
 
 # pylint: disable=invalid-name
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 
 from rlvr_jax import distributed, sampling
 from rlvr_jax.data import types as data_types
+from rlvr_jax.engine import engine as engine_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
@@ -37,16 +38,25 @@ def sample(
     sampling_cfg: sampling.SamplingConfig,
     score_fn: ScoreFn,
     mesh: jax.sharding.Mesh | None = None,
+    continuous: Continuous | None = None,
 ) -> Rollout:
     """Samples G completions per example and scores them with `score_fn(texts, examples)` (the
-    examples repeated G times, row by row).
+    examples repeated G times, row by row). With `continuous`, the engine of rlvr_jax/engine
+    samples them (one process), else the static sampler.
 
     `score_fn` returns one verdict per text with `.reward`, `.correct` and `.status`. With a `mesh`,
     `examples` are this process's (every process passes as many), `params` live on the mesh and
     `key` is replicated on it (distributed.replicated_key).
     """
-    prompts = [p for p in encode_prompts(tok, examples, system) for _ in range(G)]
-    out = generate(params, prompts, key, model_cfg=model_cfg, sampling_cfg=sampling_cfg, mesh=mesh)
+    if continuous is not None:
+        out = continuous.generate(
+            params, encode_prompts(tok, examples, system), key, G, model_cfg, sampling_cfg, mesh
+        )
+    else:
+        prompts = [p for p in encode_prompts(tok, examples, system) for _ in range(G)]
+        out = generate(
+            params, prompts, key, model_cfg=model_cfg, sampling_cfg=sampling_cfg, mesh=mesh
+        )
     texts = [
         tok.decode(row[:n], skip_special_tokens=True)
         for row, n in zip(out.tokens_BxTc, out.lengths_B, strict=True)
@@ -92,6 +102,31 @@ def generate(
 
 
 @dataclasses.dataclass(frozen=True)
+class Continuous:
+    """The continuous-batching engine with its sizes; keeps the last engine (its buffers and
+    compiled shapes) for the next call."""
+
+    cfg: engine_lib.EngineConfig
+    _cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def generate(self, params, prompts, key, G, model_cfg, sampling_cfg, mesh):
+        if mesh is not None and jax.process_count() > 1:
+            raise ValueError("the continuous engine runs in one process (sampling.engine)")
+        out, self._cache["engine"] = engine_lib.generate(
+            params,
+            prompts,
+            key,
+            G=G,
+            model_cfg=model_cfg,
+            cfg=sampling_cfg,
+            engine_cfg=self.cfg,
+            engine=self._cache.get("engine"),
+            mesh=mesh,
+        )
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
 class SingleTurn:
     """`engine(params, examples, key, sampling_cfg, score_fn) -> Rollout`: G samples per example
     on `mesh`, decoded with `tok` and scored by `score_fn`."""
@@ -101,6 +136,7 @@ class SingleTurn:
     G: int
     system: str | None
     mesh: jax.sharding.Mesh | None = None
+    continuous: Continuous | None = None  # None: the static sampler
 
     def __call__(
         self,
@@ -121,4 +157,5 @@ class SingleTurn:
             sampling_cfg=sampling_cfg,
             score_fn=score_fn,
             mesh=self.mesh,
+            continuous=self.continuous,
         )

@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 from rlvr_jax import distributed, sampling, tasks
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.data import iterator as iterator_lib
+from rlvr_jax.errors import ConfigError
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import frozen
 from rlvr_jax.models import params as params_lib
@@ -304,7 +305,21 @@ def engine(run: Run) -> single_turn.SingleTurn:
         G=run.cfg.rl.group_size,
         system=run.cfg.system,
         mesh=run.sampler_mesh,
+        continuous=_continuous(run),
     )
+
+
+def _continuous(run: Run) -> single_turn.Continuous | None:
+    engine_cfg = run_config.engine_config(run.cfg)
+    if engine_cfg is None:
+        return None
+    shards = mesh_lib.batch_size_of(run.sampler_mesh)
+    if engine_cfg.slots % shards:
+        raise ConfigError(
+            f"sampling.slots={engine_cfg.slots} must be a multiple of the sampler mesh's "
+            f"{shards} batch shards"
+        )
+    return single_turn.Continuous(engine_cfg)
 
 
 def _shardings(params: params_lib.Params):

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlvr_jax import sampling
+from rlvr_jax.engine import engine as engine_lib
 from rlvr_jax.errors import ConfigError
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
@@ -75,6 +76,16 @@ class SamplingSection:
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
+    # "static": one batch decoded until its longest row ends (rlvr_jax/sampling.py);
+    # "continuous": decode slots refilled as rows stop, one prefill per prompt (rlvr_jax/engine).
+    engine: str = "static"
+    slots: int = 64  # continuous: rows decoded together
+    decode_chunk: int = 8  # continuous: decode steps between host checks
+    prefill_chunk: int = 256  # continuous: prompt tokens per prefill call (a power of two)
+
+    def __post_init__(self):
+        if self.engine not in ("static", "continuous"):
+            raise ValueError(f"engine={self.engine!r}: one of 'static', 'continuous'")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -193,6 +204,19 @@ def sampling_config(cfg: RunConfig, eos_ids, pad_id: int) -> sampling.SamplingCo
     )
 
 
+def engine_config(cfg: RunConfig) -> engine_lib.EngineConfig | None:
+    """The continuous engine's sizes, or None for the static sampler."""
+    s = cfg.sampling
+    if s.engine == "static":
+        return None
+    try:
+        return engine_lib.EngineConfig(
+            slots=s.slots, decode_chunk=s.decode_chunk, prefill_chunk=s.prefill_chunk
+        )
+    except ValueError as e:
+        raise ConfigError(f"sampling: {e}".replace("EngineConfig.", "")) from None
+
+
 def validate(cfg: RunConfig, processes: int = 1) -> None:
     """The checks that span sections (each section checked its own values when built)."""
     rl, t = cfg.rl, cfg.train
@@ -210,6 +234,11 @@ def validate(cfg: RunConfig, processes: int = 1) -> None:
         )
     if G < 2:
         raise ConfigError(f"rl.group_size={G}: GRPO needs at least 2 samples per prompt")
+    if cfg.sampling.engine == "continuous" and processes > 1:
+        raise ConfigError(
+            "sampling.engine='continuous' schedules its slots from one host: run it in one "
+            f"process (this run has {processes}), or use sampling.engine='static'"
+        )
     if B % rl.num_updates:
         raise ConfigError(
             f"batch of train.prompts_per_step x rl.group_size = {P} x {G} = {B} rows is not "
