@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import transformers
 
-from benchmarks import sampler_vs_hf
+from benchmarks import hf_models
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
 from rlvr_jax.engine import engine as engine_lib
@@ -118,7 +118,7 @@ def main(sizes, repeats: int, slots: int, decode_chunk: int):
     rows = []
     for size in sizes:
         with tempfile.TemporaryDirectory() as folder:
-            model, cfg, params = sampler_vs_hf.build_models(sampler_vs_hf.PRESET[size], folder)
+            model, cfg, params = hf_models.build_models(hf_models.PRESET[size], folder)
         rs = np.random.RandomState(0)
         prompts = [list(r) for r in rs.randint(3, cfg.vocab_size, (P, PROMPT_LEN))]
         prompt_RxTp = np.repeat(np.asarray(prompts), G, axis=0)

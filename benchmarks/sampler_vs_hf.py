@@ -40,11 +40,10 @@ import torch
 import transformers
 from absl import app, flags
 
+from benchmarks import hf_models
 from benchmarks import peak as peak_lib
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
-from rlvr_jax.models import config as config_lib
-from rlvr_jax.models import hf
 from rlvr_jax.models import params as params_lib
 
 _SIZES = flags.DEFINE_list("sizes", ["3m", "30m"], "Model sizes: 3m (qwen2_3m), 30m (qwen2_30m).")
@@ -57,24 +56,8 @@ _WORKLOAD = flags.DEFINE_enum("workload", "fixed", ["fixed", "rlvr"], "What to t
 _SLOTS = flags.DEFINE_integer("slots", 128, "rlvr workload: the engine's decode slots.")
 _CHUNK = flags.DEFINE_integer("decode_chunk", 8, "rlvr workload: decode steps per host check.")
 
-PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
-
-
-def build_models(preset: str, folder: str):
-    """The same random weights as a transformers model and as rlvr_jax params."""
-    cfg = config_lib.get_preset(preset)
-    hf_cfg = transformers.Qwen2Config(
-        **{
-            k: v
-            for k, v in config_lib.to_hf_config(cfg).items()
-            if k not in ("architectures", "dtype")
-        }
-    )
-    torch.manual_seed(0)
-    model = transformers.Qwen2ForCausalLM(hf_cfg).eval()
-    model.save_pretrained(folder)
-    jax_cfg, params, _ = hf.load_checkpoint(folder)
-    return model, jax_cfg, params
+PRESET = hf_models.PRESET
+build_models = hf_models.build_models
 
 
 def time_hf(model, prompt_BxTp: np.ndarray, new_tokens: int) -> float:
