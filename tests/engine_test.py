@@ -20,7 +20,9 @@ CFG = config_lib.get_preset("tiny")
 _RS = np.random.RandomState(0)
 PROMPTS = [list(_RS.randint(3, CFG.vocab_size, n)) for n in (3, 29, 11, 17, 5, 23)]
 BASE = sampling.SamplingConfig(max_new_tokens=24, temperature=1.0, eos_ids=tuple(range(7, 23)))
-SMALL = engine_lib.EngineConfig(slots=8, decode_chunk=4, prefill_chunk=16, append_chunk=16)
+SMALL = engine_lib.EngineConfig(
+    slots=8, decode_chunk=4, prefill_chunk=16, append_chunk=16, min_slots=2
+)
 
 
 @pytest.fixture(scope="module")

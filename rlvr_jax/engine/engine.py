@@ -44,6 +44,11 @@ class EngineConfig:
     decode_chunk: int = 8  # decode steps K between host checks (a stopped slot idles <= K - 1)
     prefill_chunk: int = 256  # prompt tokens per prefill call (a power of two)
     append_chunk: int = 64  # tokens per `append` call; also the cache's spare room
+    # When no row is pending and at most a quarter of the slots hold rows, move them into fewer
+    # slots (halving, down to `min_slots`): the tail of a long-tailed batch then decodes at the
+    # batch size it needs.
+    compact: bool = True
+    min_slots: int = 8
 
     def __post_init__(self):
         for name in ("slots", "decode_chunk", "prefill_chunk", "append_chunk"):
@@ -67,6 +72,7 @@ _decode_jit = jax.jit(
 )
 _append_jit = jax.jit(slots_lib.append, static_argnames=("model_cfg",), donate_argnums=1)
 _resume_jit = jax.jit(slots_lib.resume, donate_argnums=0)
+_take_jit = jax.jit(slots_lib.take)
 _uniforms_jit = jax.jit(
     lambda key, shape: jax.random.uniform(key, shape, jnp.float32), static_argnums=1
 )
@@ -111,6 +117,7 @@ class Engine:
             slots = jax.device_put(slots, mesh_lib.batch_sharding(mesh))
         self.slots = slots
         self.prefilled = 0  # prompt rows prefilled (one per prompt, not per sample)
+        self.slot_steps = 0  # decode chunks x steps x slots: the work decode paid for
         self.len_S = np.zeros(S, np.int32)
         self.count_S = np.zeros(S, np.int32)
         self.live_S = np.zeros(S, bool)
@@ -245,6 +252,7 @@ class Engine:
             params, self.slots, steps=K, window=window, model_cfg=self.model_cfg, cfg=self.cfg
         )
         self.decode_calls += 1
+        self.slot_steps += K * self.ecfg.slots
         live_S, len_S, count_S = jax.device_get(
             (self.slots.live_S, self.slots.len_S, self.slots.count_S)
         )
@@ -273,6 +281,40 @@ class Engine:
         if self.live_S[slot_ids].any():
             raise ValueError("engine.free: a slot is still decoding")
         self.used_S[slot_ids] = False
+
+    def shrink(self, S: int) -> tuple[Engine, np.ndarray]:
+        """A new engine of S slots holding this one's rows (live or paused), and where each of
+        this engine's slots went (-1: empty). This engine keeps its buffers; `reset` frees them."""
+        used = np.flatnonzero(self.used_S)
+        if len(used) > S:
+            raise ValueError(f"engine.shrink: {len(used)} rows do not fit in {S} slots")
+        small = Engine(
+            self.model_cfg,
+            self.cfg,
+            dataclasses.replace(self.ecfg, slots=S),
+            capacity=self.capacity,
+            sampled=self.To,
+            stop_width=self.X,
+            mesh=self.mesh,
+        )
+        idx_N = np.zeros(S, np.int32)
+        idx_N[: len(used)] = used
+        keep_N = np.arange(S) < len(used)
+        slots = _take_jit(self.slots, idx_N, keep_N)
+        if self.mesh is not None:
+            slots = jax.device_put(slots, mesh_lib.batch_sharding(self.mesh))
+        small.slots = slots
+        small.len_S, small.count_S = self.len_S[idx_N], self.count_S[idx_N]
+        small.live_S, small.used_S = self.live_S[idx_N] & keep_N, keep_N.copy()
+        moved = np.full(self.ecfg.slots, -1, np.int64)
+        moved[used] = np.arange(len(used))
+        return small, moved
+
+    def reset(self) -> None:
+        """Every slot free and stopped (after `shrink` moved the rows away)."""
+        self.slots = self.slots.replace(live_S=jnp.zeros_like(self.slots.live_S))
+        self.live_S[:] = False
+        self.used_S[:] = False
 
     def _window(self, need: int) -> int:
         """The smallest attention window >= need among L/2^i (i < decode_segments) and L."""
@@ -315,7 +357,12 @@ def generate(
     Tp = prompt_BxTp.shape[1]
     stops_RxX = sampling.stop_table(R, cfg, extra_stop_ids)
     budget_R = np.full(R, cfg.max_new_tokens, np.int32) if budgets is None else np.asarray(budgets)
-    fits = engine is not None and engine.capacity >= Tp + Tc and engine.To == Tc
+    fits = (
+        engine is not None
+        and engine.capacity >= Tp + Tc
+        and engine.To == Tc
+        and engine.ecfg == engine_cfg
+    )
     if not fits or engine.X < stops_RxX.shape[1]:
         engine = Engine(
             model_cfg,
@@ -328,6 +375,9 @@ def generate(
         )
     u_RxTo = _uniforms_jit(key, (R, Tc))
     S = engine_cfg.slots
+    root = engine  # the full-size engine, handed back for the next call
+    shards = 1 if mesh is None else mesh_lib.batch_size_of(mesh)
+    floor = max(engine_cfg.min_slots, shards)
     Bp = _pow2(-(-S // G))  # prompts staged at a time: enough to fill every slot
     next_prompt = 0
     job, job_out, job_prompts, staged, staged_prompts = None, None, [], None, []
@@ -377,6 +427,19 @@ def generate(
                 tokens_RxTc[r, :n], logps_RxTc[r, :n], cert_RxTc[r, :n] = tok, lp, ce
                 lengths_R[r], stopped_R[r] = n, stopped
             engine.free(ended)
+        # The tail: every row admitted and few left, so decode them in fewer slots.
+        n_used, S_now = int(engine.used_S.sum()), engine.ecfg.slots
+        S_new = S_now
+        while engine_cfg.compact and not pending and S_new // 2 >= max(floor, 4 * n_used):
+            S_new //= 2
+        if S_new < S_now:
+            small, moved = engine.shrink(S_new)
+            old = np.flatnonzero(moved >= 0)
+            new_row = np.full(S_new, -1, np.int64)
+            new_row[moved[old]] = slot_row[old]
+            slot_row, engine = new_row, small
+    if engine is not root:
+        root.reset()
     out = sampling.SampleOutput(
         prompt_BxTp=prompt_BxTp,
         prompt_mask_BxTp=prompt_mask_BxTp,
@@ -387,4 +450,4 @@ def generate(
         lengths_B=lengths_R,
         stopped_B=stopped_R,
     )
-    return out, engine
+    return out, root

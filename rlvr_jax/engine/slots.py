@@ -12,6 +12,7 @@ the row's own index (`transformer.write_at` with one index per row).
   of its stop ids or when its sampled-token count reaches its budget.
 - `append`: writes tokens (an environment's observation) onto some slots' caches and leaves their
   next-token logits ready for `decode`.
+- `take`: gathers some slots into a smaller set (the tail of a batch, when few rows are left).
 
 Sampling draws slot s's t-th token with the t-th uniform of its row's stream (`u_SxTo`, copied in
 at `insert`), so a row's tokens do not depend on the slot or the step it ran in.
@@ -238,6 +239,13 @@ def append(
         logits_SxV=put(slots.logits_SxV, logits_AxV),
         len_S=put(slots.len_S, len_A + n_A),
     )
+
+
+def take(slots: Slots, idx_N: jax.Array, keep_N: jax.Array) -> Slots:
+    """N slots gathered from `slots` (slot i <- idx_N[i]); live only where `keep_N` (the rest are
+    padding copies). How the engine moves its last rows into fewer slots."""
+    out = jax.tree.map(lambda x: x[idx_N], slots)
+    return out.replace(live_S=out.live_S & keep_N)
 
 
 def resume(slots: Slots, go_S: jax.Array, budget_S: jax.Array, stop_SxX: jax.Array) -> Slots:
