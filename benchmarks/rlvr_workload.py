@@ -23,22 +23,15 @@ import numpy as np
 import torch
 import transformers
 
-from benchmarks import hf_models
+from benchmarks import hf_models, workloads
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax import sampling
 from rlvr_jax.engine import engine as engine_lib
 from rlvr_jax.models import params as params_lib
 
-P, G, BUDGET, PROMPT_LEN = 64, 8, 512, 32
+P, G, BUDGET, PROMPT_LEN = workloads.P, workloads.G, workloads.BUDGET, workloads.PROMPT_LEN
+row_lengths = workloads.row_lengths
 GOAL = {"3m": 3.0, "30m": 2.5}
-
-
-def row_lengths(seed: int = 0) -> np.ndarray:
-    """R = P*G completion lengths: lognormal with mean 128 (25% of the budget), clipped."""
-    sigma = 1.0
-    mu = np.log(BUDGET / 4) - sigma**2 / 2
-    x = np.random.RandomState(seed).lognormal(mu, sigma, P * G)
-    return np.clip(np.round(x), 1, BUDGET).astype(np.int32)
 
 
 class _RowLengths(transformers.StoppingCriteria):
