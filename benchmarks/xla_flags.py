@@ -28,17 +28,20 @@ from absl import app, flags
 _SIZE = flags.DEFINE_enum("size", "30m", ["3m", "30m"], "Model size.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed gradients per flag set (median).")
 _CHILD = flags.DEFINE_string("child", None, "Internal: run one flag set, print JSON.")
+_SETS = flags.DEFINE_list(
+    "sets", ["default", "ynn_off", "xnn_dot", "onednn_dot"], "Flag sets to time (FLAG_SETS)."
+)
 
 PRESET = {"3m": "qwen2_3m", "30m": "qwen2_30m"}
 FLAG_SETS = {
     "default": "",
-    "ynn off": "--xla_cpu_experimental_ynn_fusion_type=",
-    "xnn dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
-    "xnn dot+eltwise": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise",
-    "onednn dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
-    "ynn dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
-    "fast math": "--xla_cpu_enable_fast_math=true",
-    "concurrency scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "ynn_off": "--xla_cpu_experimental_ynn_fusion_type=",
+    "ynn_dot": "--xla_cpu_experimental_ynn_fusion_type=dot",
+    "xnn_dot": "--xla_cpu_experimental_xnn_fusion_type=dot",
+    "xnn_dot_eltwise": "--xla_cpu_experimental_xnn_fusion_type=dot,eltwise",
+    "onednn_dot": "--xla_cpu_experimental_onednn_fusion_type=dot",
+    "fast_math": "--xla_cpu_enable_fast_math=true",
+    "concurrency": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
 }
 B, TP, TC = 64, 32, 128
 
@@ -111,7 +114,8 @@ def main(argv):
         return
     print(f"{_SIZE.value}: value and gradient, {B} x ({TP} + {TC}) tokens, data mesh")
     base = None
-    for name, flag in FLAG_SETS.items():
+    for name in _SETS.value:
+        flag = FLAG_SETS[name]
         env = dict(os.environ)
         env["XLA_FLAGS"] = (
             f"{flag} --xla_force_host_platform_device_count={os.cpu_count() or 1}".strip()

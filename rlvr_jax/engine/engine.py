@@ -99,11 +99,15 @@ class Engine:
         sampled: int,
         stop_width: int = 4,
         mesh: jax.sharding.Mesh | None = None,
+        appendable: bool = True,
     ):
         self.model_cfg, self.cfg, self.ecfg = model_cfg, _static(cfg), engine_cfg
         S = engine_cfg.slots
         self.capacity = capacity
-        self.L = capacity + engine_cfg.append_chunk  # spare room: append writes whole chunks
+        # Spare room: append writes whole chunks. Single-turn sampling never appends, and every
+        # position of the cache costs attention at every decode step.
+        self.appendable = appendable
+        self.L = capacity + (engine_cfg.append_chunk if appendable else 0)
         self.To = sampled
         self.X = _pow2(stop_width)
         self.mesh = mesh
@@ -223,6 +227,8 @@ class Engine:
     def append(self, params, slot_ids: Sequence[int], token_lists: Sequence[Sequence[int]]) -> None:
         """Writes each token list onto its (paused) slot's cache, in chunks of `append_chunk`."""
         S, T = self.ecfg.slots, self.ecfg.append_chunk
+        if not self.appendable:
+            raise ValueError("engine.append: this engine was built with appendable=False")
         slot_ids = np.asarray(slot_ids, np.int32)
         if self.live_S[slot_ids].any():
             raise ValueError("engine.append: a slot is still decoding; append after it stops")
@@ -296,6 +302,7 @@ class Engine:
             sampled=self.To,
             stop_width=self.X,
             mesh=self.mesh,
+            appendable=self.appendable,
         )
         idx_N = np.zeros(S, np.int32)
         idx_N[: len(used)] = used
@@ -372,6 +379,7 @@ def generate(
             sampled=Tc,
             stop_width=stops_RxX.shape[1],
             mesh=mesh,
+            appendable=False,
         )
     u_RxTo = _uniforms_jit(key, (R, Tc))
     S = engine_cfg.slots
