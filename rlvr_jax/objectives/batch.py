@@ -22,3 +22,13 @@ class TrainBatch:
     # DistIL: the feedback-conditioned teacher's top-k tokens and renormalised probabilities.
     teacher_ids_BxTcxK: jax.Array | None = None  # int32
     teacher_probs_BxTcxK: jax.Array | None = None  # float32
+    # Multi-turn: completion-side tokens that are context only (environment observations between
+    # the policy's turns): attended to, never trained on (no loss, no log-prob of the sampler).
+    context_mask_BxTc: jax.Array | None = None  # bool
+
+
+def attention_mask(batch: TrainBatch) -> jax.Array:
+    """[B, Tc] completion-side tokens the forward attends to: the loss tokens and the context."""
+    if batch.context_mask_BxTc is None:
+        return batch.completion_mask_BxTc
+    return batch.completion_mask_BxTc | batch.context_mask_BxTc

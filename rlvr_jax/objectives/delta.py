@@ -21,6 +21,7 @@ from rlvr_jax import distributed
 from rlvr_jax import mesh as mesh_lib
 from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
+from rlvr_jax.objectives import batch as batch_lib
 from rlvr_jax.objectives import forward as forward_lib
 from rlvr_jax.objectives import hooks
 from rlvr_jax.objectives import term as term_lib
@@ -331,7 +332,7 @@ def delta_prepass(params, batch, num_micro, cfg, model_cfg, temperature):
     """DelTA over several micro-batches: proxies from a no-grad pass per micro-batch, then the
     coefficients over the whole batch, folded into its advantages."""
     rows = (batch.prompt_BxTp, batch.prompt_mask_BxTp, batch.completion_BxTc)
-    rows += (batch.completion_mask_BxTc,)
+    rows += (batch_lib.attention_mask(batch),)
     strided = [forward_lib.to_micro(x, num_micro) for x in rows]
 
     def proxy(mb):

@@ -13,6 +13,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rlvr_jax.objectives import batch as batch_lib
 from rlvr_jax.objectives import forward as forward_lib
 from rlvr_jax.objectives import hooks
 from rlvr_jax.values import is_int, is_num
@@ -181,7 +182,7 @@ class OPDHook(hooks.Hook):
             part.prompt_BxTp,
             part.prompt_mask_BxTp,
             part.completion_BxTc,
-            part.completion_mask_BxTc,
+            batch_lib.attention_mask(part),
         )
         mask = part.completion_mask_BxTc
         grpo_B = None

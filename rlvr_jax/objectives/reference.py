@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlvr_jax.objectives import batch as batch_lib
 from rlvr_jax.objectives import hooks
 
 
@@ -17,6 +18,6 @@ class ReferenceLogps(hooks.Hook):
             part.prompt_BxTp,
             part.prompt_mask_BxTp,
             part.completion_BxTc,
-            part.completion_mask_BxTc,
+            batch_lib.attention_mask(part),
         )
         return part.replace(ref_logps_BxTc=ref_logps_BxTc), {}

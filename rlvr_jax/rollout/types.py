@@ -7,7 +7,9 @@ tokens leaves those out), the sampler's log-probs (`sample.logps_BxTc`), the sto
 are the G samples of prompt p. On a mesh, each process samples and scores its own prompts: their
 rows become its block of one global batch (rlvr_jax/distributed.py).
 
-Engines: `single_turn.SingleTurn` (one completion per row from the jitted KV-cache sampler).
+Engines: `single_turn` (one completion per row from the jitted KV-cache sampler or the
+continuous-batching engine) and `multi_turn` (episodes against environments on the engine's
+slots: the completion interleaves the policy's turns with the environments' observations).
 """
 
 # pylint: disable=invalid-name
@@ -40,6 +42,9 @@ class Rollout:
     correct_B: np.ndarray  # bool
     # B verifier verdicts (math, code or rubric): .reward, .correct, .status, .verifier_error
     verdicts: list
+    # Multi-turn: the completion tokens the policy sampled (the rest of `sample.mask_BxTc` is the
+    # environments' observations: context, no loss). None: every completion token is sampled.
+    policy_mask_BxTc: np.ndarray | None = None
 
     @property
     def statuses(self) -> list[str]:
@@ -48,7 +53,16 @@ class Rollout:
     @property
     def loss_mask_BxTc(self) -> np.ndarray:
         """The tokens that carry loss: every sampled token up to and including the stop token."""
+        if self.policy_mask_BxTc is not None:
+            return np.asarray(self.policy_mask_BxTc, bool)
         return np.asarray(self.sample.mask_BxTc, bool)
+
+    @property
+    def context_mask_BxTc(self) -> np.ndarray | None:
+        """Completion tokens that are context only (observations), or None (single-turn)."""
+        if self.policy_mask_BxTc is None:
+            return None
+        return np.asarray(self.sample.mask_BxTc, bool) & ~self.loss_mask_BxTc
 
     @property
     def stop_B(self) -> np.ndarray:
@@ -93,7 +107,12 @@ def concat(rollouts: Sequence[Rollout]) -> Rollout:
         return rollouts[0]
     Tp = max(r.sample.prompt_BxTp.shape[1] for r in rollouts)
     samples = [_left_pad_prompt(r.sample, Tp) for r in rollouts]
+    Tc = max(r.sample.tokens_BxTc.shape[1] for r in rollouts)
+    samples = [_right_pad_completion(s, Tc) for s in samples]
     sample_out = jax.tree.map(lambda *xs: np.concatenate(xs, axis=0), *samples)
+    policy = None
+    if any(r.policy_mask_BxTc is not None for r in rollouts):
+        policy = np.concatenate([right_pad(r.loss_mask_BxTc, Tc, False) for r in rollouts])
     return Rollout(
         examples=[e for r in rollouts for e in r.examples],
         sample=sample_out,
@@ -101,7 +120,25 @@ def concat(rollouts: Sequence[Rollout]) -> Rollout:
         rewards_B=np.concatenate([r.rewards_B for r in rollouts]),
         correct_B=np.concatenate([r.correct_B for r in rollouts]),
         verdicts=[v for r in rollouts for v in r.verdicts],
+        policy_mask_BxTc=policy,
     )
+
+
+def _right_pad_completion(s: sampling.SampleOutput, Tc: int) -> sampling.SampleOutput:
+    """The same rollout with its completions right-padded to Tc (masked; pad id 0)."""
+    if Tc == s.tokens_BxTc.shape[1]:
+        return s
+    return s.replace(
+        tokens_BxTc=right_pad(s.tokens_BxTc, Tc, 0),
+        mask_BxTc=right_pad(s.mask_BxTc, Tc, False),
+        logps_BxTc=right_pad(s.logps_BxTc, Tc, 0.0),
+        certainty_BxTc=right_pad(s.certainty_BxTc, Tc, 0.0),
+    )
+
+
+def right_pad(x_BxT: np.ndarray, T: int, value) -> np.ndarray:
+    x_BxT = np.asarray(x_BxT)
+    return np.pad(x_BxT, ((0, 0), (0, T - x_BxT.shape[1])), constant_values=value)
 
 
 def _left_pad_prompt(s: sampling.SampleOutput, Tp: int) -> sampling.SampleOutput:
@@ -130,6 +167,7 @@ def select_groups(r: Rollout, keep_P: np.ndarray, G: int) -> Rollout:
         rewards_B=r.rewards_B[idx],
         correct_B=r.correct_B[idx],
         verdicts=[r.verdicts[i] for i in idx],
+        policy_mask_BxTc=None if r.policy_mask_BxTc is None else r.policy_mask_BxTc[idx],
     )
 
 
@@ -148,6 +186,7 @@ def to_batch(
         old_logps_BxTc=np.asarray(s.logps_BxTc, np.float32),
         adv_BxTc=adv_BxTc,
         ref_logps_BxTc=ref_logps_BxTc,
+        context_mask_BxTc=r.context_mask_BxTc,
     )
 
 

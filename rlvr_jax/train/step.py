@@ -56,7 +56,7 @@ def _loss_fn(
         mb.prompt_BxTp,
         mb.prompt_mask_BxTp,
         mb.completion_BxTc,
-        mb.completion_mask_BxTc,
+        batch_lib.attention_mask(mb),
         model_cfg=model_cfg,
         temperature=temperature,
     )
@@ -246,7 +246,7 @@ def sft_step(
             batch.prompt_BxTp,
             batch.prompt_mask_BxTp,
             batch.completion_BxTc,
-            batch.completion_mask_BxTc,
+            batch_lib.attention_mask(batch),
             model_cfg=model_cfg,
         )
         mask = batch.completion_mask_BxTc

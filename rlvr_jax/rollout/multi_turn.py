@@ -1,0 +1,315 @@
+"""Multi-turn rollouts: episodes against host-side environments, on the engine's slot API.
+
+Every episode lives in one engine slot from its first prompt to its end. The policy samples a turn
+until its end-of-turn token (or the turn budget); the host decodes the turn's tokens, steps the
+episode's environment with the text, renders the answer (tool results, the simulated user) with the
+chat template's own roles, writes those tokens onto the slot's live cache (`Engine.append`) and
+lets the slot sample again (`Engine.resume`). The history is never re-prefilled, and never
+re-tokenised: the trained completion is the exact sequence of sampled and observation tokens, the
+observations masked out of the loss and without log-probs. All P x G episodes are in flight at
+once through S slots; an ended episode frees its slot for the next.
+
+An episode ends when its environment says done, at `max_turns` turns, when its next turn would not
+fit (`episode_tokens` of context or `sampled_tokens` sampled), or on a turn that hit `turn_tokens`
+without its end-of-turn token; the last three call `finish(reason)`, so the environment scores
+what exists. Its reward is the environment's, one per episode.
+"""
+
+# pylint: disable=invalid-name
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from rlvr_jax import sampling
+from rlvr_jax.data import types as data_types
+from rlvr_jax.engine import engine as engine_lib
+from rlvr_jax.envs import base as env_base
+from rlvr_jax.models import config as config_lib
+from rlvr_jax.models import tokenizer as tokenizer_lib
+from rlvr_jax.rollout import types as types_lib
+
+_PLACEHOLDER = "\x00turn\x00"  # stands for an assistant turn while rendering what follows it
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MultiTurnConfig:
+    """Per-episode budgets (the environment may end an episode sooner)."""
+
+    max_turns: int = 8  # assistant turns
+    turn_tokens: int = 64  # sampled tokens per turn
+    sampled_tokens: int = 256  # sampled tokens per episode, over all its turns
+    episode_tokens: int = 1024  # the whole context: prompt, turns and observations
+
+    def __post_init__(self):
+        for name in ("max_turns", "turn_tokens", "sampled_tokens", "episode_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MultiTurnConfig.{name}={getattr(self, name)} must be >= 1")
+        if self.turn_tokens > self.sampled_tokens:
+            raise ValueError(
+                f"MultiTurnConfig.turn_tokens={self.turn_tokens} exceeds "
+                f"sampled_tokens={self.sampled_tokens}"
+            )
+
+
+class Episodes(Protocol):
+    """The environments' side, batched by episode index (an EnvPool, or environments in-process).
+
+    `reset(examples)` starts one episode per example and returns each one's first messages;
+    `step(idx, actions)` and `finish(idx, reason)` answer episodes idx[i]; none of them raises for
+    an environment's error (that episode ends with status env_error)."""
+
+    def reset(self, examples: Sequence[data_types.Example]) -> list[list[env_base.Message]]: ...
+
+    def step(self, idx: Sequence[int], actions: Sequence[str]) -> list[env_base.Step]: ...
+
+    def finish(self, idx: Sequence[int], reason: str) -> list[env_base.Step]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeVerdict:
+    """An episode's outcome, shaped like a verifier's verdict (the loop's rollout metrics)."""
+
+    reward: float
+    correct: bool  # the environment's IsCorrect
+    status: str  # env_base.STATUSES
+    turns: int
+    info: dict[str, Any]
+
+    @property
+    def verifier_error(self) -> bool:
+        return self.status == "env_error"
+
+
+class InProcess:
+    """`Episodes` over environment objects in this process (tests, debugging): a raising
+    environment ends its episode as env_error; nothing bounds a hang."""
+
+    def __init__(self, make_env):
+        self.make_env, self.envs = make_env, []
+
+    def reset(self, examples):
+        self.envs, first = [], []
+        for ex in examples:
+            env = self.make_env(ex)
+            self.envs.append(env)
+            first.append(env.reset(int(ex.meta["seed"]), int(ex.meta.get("difficulty", 0))))
+        return first
+
+    def _call(self, i, fn):
+        try:
+            return fn(self.envs[i])
+        except Exception as e:  # noqa: BLE001 - an environment's bug ends its episode, not the run
+            return env_base.env_error(f"{type(e).__name__}: {e}")
+
+    def step(self, idx, actions):
+        return [self._call(i, lambda e, a=a: e.step(a)) for i, a in zip(idx, actions, strict=True)]
+
+    def finish(self, idx, reason):
+        return [self._call(i, lambda e: e.finish(reason)) for i in idx]
+
+
+def observation_tokens(
+    tok: tokenizer_lib.Tokenizer, messages: Sequence[env_base.Message], stop_text: str
+) -> list[int]:
+    """The tokens that follow an assistant turn's end-of-turn token when `messages` are appended:
+    what the chat template renders between that token and the next assistant turn's first token
+    (e.g. ChatML's "\\n<|im_start|>tool\\n...<|im_end|>\\n<|im_start|>assistant\\n")."""
+    turn = [{"role": "assistant", "content": _PLACEHOLDER}]
+    text = tok.render_chat(turn + [dict(m) for m in messages], add_generation_prompt=True)
+    end = text.index(_PLACEHOLDER) + len(_PLACEHOLDER)
+    if not text.startswith(stop_text, end):
+        raise ValueError(
+            f"the chat template does not end an assistant turn with {stop_text!r}: multi-turn "
+            "rollouts need the turn's stop token to be the template's end of turn"
+        )
+    return tok.encode(text[end + len(stop_text) :])
+
+
+@dataclasses.dataclass
+class _Episode:
+    slot: int = -1
+    turns: int = 0
+    turn_start: int = 0  # sampled-token count where this turn began
+    pieces: list = dataclasses.field(default_factory=list)  # (tokens, logps, cert, is_policy)
+    final: env_base.Step | None = None
+    stopped: bool = True
+
+
+def sample(
+    params,
+    tok: tokenizer_lib.Tokenizer,
+    examples: Sequence[data_types.Example],
+    episodes: Episodes,
+    key: jax.Array,
+    *,
+    G: int,
+    model_cfg: config_lib.ModelConfig,
+    sampling_cfg: sampling.SamplingConfig,
+    engine_cfg: engine_lib.EngineConfig,
+    mt: MultiTurnConfig,
+    engine: engine_lib.Engine | None = None,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[types_lib.Rollout, engine_lib.Engine]:
+    """G episodes per example (group-major rows: p*G + g) played to their end; returns the
+    rollout (prompt = the first messages, completion = every later token, loss mask on the
+    policy's) and the engine, to pass back in for its buffers and compiled shapes."""
+    R = len(examples) * G
+    rows = [ex for ex in examples for _ in range(G)]
+    first = episodes.reset(rows)
+    prompts = [tok.apply_chat_template(m) for m in first]
+    for p in range(len(examples)):
+        if any(prompts[p * G + g] != prompts[p * G] for g in range(G)):
+            raise ValueError(f"example {p}: its G episodes start differently (seed the env)")
+    if not tok.eos_ids:
+        raise ValueError("multi-turn rollouts need an end-of-turn token (tokenizer eos_ids)")
+    stop_text = tok.decode([tok.eos_ids[0]])
+    stops_RxX = sampling.stop_table(R, sampling_cfg)
+    To, Tctx = mt.sampled_tokens, mt.episode_tokens
+    if engine is None or engine.capacity != Tctx or engine.To != To or engine.ecfg != engine_cfg:
+        engine = engine_lib.Engine(
+            model_cfg,
+            sampling_cfg,
+            engine_cfg,
+            capacity=Tctx,
+            sampled=To,
+            stop_width=stops_RxX.shape[1],
+            mesh=mesh,
+        )
+    u_RxTo = engine_lib._uniforms_jit(key, (R, To))  # noqa: SLF001 - the engine's row streams
+    eps = [_Episode() for _ in range(R)]
+    slot_ep = np.full(engine_cfg.slots, -1, np.int64)
+    pending = collections.deque(range(len(examples)))  # groups not yet admitted
+
+    def admit():
+        """Opens whole groups while their G slots are free (one prefill per group)."""
+        take = []
+        while pending and len(engine.free_slots) >= G * (len(take) + 1):
+            take.append(pending.popleft())
+        if not take:
+            return
+        *_, staged = engine.prefill(params, [prompts[p * G] for p in take])  # every chunk
+        free = list(engine.free_slots)
+        slot_ids, src, idx = [], [], []
+        for j, p in enumerate(take):
+            for g in range(G):
+                e = p * G + g
+                slot_ids.append(free.pop(0))
+                src.append(j)
+                idx.append(e)
+        budgets = [min(mt.turn_tokens, Tctx - len(prompts[e])) for e in idx]
+        engine.open(staged, slot_ids, src, budgets, stops_RxX[idx], u_RxTo[np.asarray(idx)])
+        for s, e in zip(slot_ids, idx, strict=True):
+            eps[e].slot, slot_ep[s] = s, e
+
+    def end(e: int, step: env_base.Step) -> None:
+        eps[e].final = step
+        engine.free([eps[e].slot])
+        slot_ep[eps[e].slot] = -1
+
+    admit()
+    while pending or engine.live_S.any():
+        if not engine.live_S.any():
+            admit()
+            continue
+        ended = engine.step(params)
+        if not len(ended):
+            continue
+        turns = engine.sampled(ended, [eps[slot_ep[s]].turn_start for s in ended])
+        acting, actions, cut = [], [], collections.defaultdict(list)
+        for s, (tokens, logps, cert, stopped) in zip(ended, turns, strict=True):
+            e = int(slot_ep[s])
+            ep = eps[e]
+            ep.pieces.append((tokens, logps, cert, True))
+            ep.turns += 1
+            ep.stopped = bool(stopped)
+            if not stopped:
+                cut["turn_budget"].append(e)  # the turn ran out of tokens mid-way
+                continue
+            acting.append(e)
+            actions.append(tok.decode(tokens[:-1]))  # without the end-of-turn token
+        resume_slots, resume_budgets, obs_lists = [], [], []
+        for e, step in zip(acting, episodes.step(acting, actions) if acting else [], strict=True):
+            ep = eps[e]
+            if step.done:
+                end(e, step)
+                continue
+            obs = observation_tokens(tok, step.observation, stop_text)
+            used = int(engine.len_S[ep.slot]) + len(obs)
+            count = int(engine.count_S[ep.slot])
+            room = min(mt.turn_tokens, To - count, Tctx - used)
+            if ep.turns >= mt.max_turns:
+                cut["turn_limit"].append(e)
+            elif room < 1:
+                cut["token_budget"].append(e)
+            else:
+                ep.pieces.append((np.asarray(obs, np.int32), None, None, False))
+                ep.turn_start = count
+                resume_slots.append(ep.slot)
+                resume_budgets.append(room)
+                obs_lists.append(obs)
+        for reason, idx in cut.items():
+            for e, step in zip(idx, episodes.finish(idx, reason), strict=True):
+                end(e, step)
+        if resume_slots:
+            engine.append(params, resume_slots, obs_lists)
+            stops = stops_RxX[slot_ep[np.asarray(resume_slots)]]
+            engine.resume(params, resume_slots, resume_budgets, stops)
+        admit()
+    return _to_rollout(tok, examples, prompts, eps, sampling_cfg), engine
+
+
+def _to_rollout(tok, examples, prompts, eps, cfg: sampling.SamplingConfig) -> types_lib.Rollout:
+    R = len(eps)
+    prompt_BxTp, prompt_mask_BxTp = sampling.pad_prompts(prompts, cfg)
+    lengths_R = np.asarray([sum(len(p[0]) for p in ep.pieces) for ep in eps], np.int32)
+    Tc = sampling.bucket(max(int(lengths_R.max(initial=1)), 1), cfg.completion_buckets, "episode")
+    tokens = np.full((R, Tc), cfg.pad_id, np.int32)
+    logps = np.zeros((R, Tc), np.float32)
+    cert = np.zeros((R, Tc), np.float32)
+    policy = np.zeros((R, Tc), bool)
+    verdicts, texts = [], []
+    for r, ep in enumerate(eps):
+        t = 0
+        for toks, lp, ce, is_policy in ep.pieces:
+            n = len(toks)
+            tokens[r, t : t + n] = toks
+            if is_policy:
+                logps[r, t : t + n], cert[r, t : t + n], policy[r, t : t + n] = lp, ce, True
+            t += n
+        final = ep.final or env_base.Step([], 0.0, True, {"status": "truncated"})
+        info = dict(final.info)
+        verdicts.append(
+            EpisodeVerdict(
+                reward=float(final.reward),
+                correct=bool(info.get("success", False)),
+                status=str(info.get("status", "ok")),
+                turns=ep.turns,
+                info=info,
+            )
+        )
+        texts.append(tok.decode(tokens[r, : lengths_R[r]]))
+    out = sampling.SampleOutput(
+        prompt_BxTp=prompt_BxTp,
+        prompt_mask_BxTp=prompt_mask_BxTp,
+        tokens_BxTc=tokens,
+        mask_BxTc=np.arange(Tc)[None, :] < lengths_R[:, None],
+        logps_BxTc=logps,
+        certainty_BxTc=cert,
+        lengths_B=lengths_R,
+        stopped_B=np.asarray([ep.stopped for ep in eps], bool),
+    )
+    return types_lib.Rollout(
+        examples=list(examples),
+        sample=out,
+        texts=texts,
+        rewards_B=np.asarray([v.reward for v in verdicts], np.float32),
+        correct_B=np.asarray([v.correct for v in verdicts], bool),
+        verdicts=verdicts,
+        policy_mask_BxTc=policy,
+    )
