@@ -174,3 +174,21 @@ def test_config_errors():
         multi_turn.MultiTurnConfig(turn_tokens=100, sampled_tokens=50)
     with pytest.raises(ValueError, match="max_turns"):
         dataclasses.replace(MT, max_turns=0)
+
+
+def test_transcript_tokens_render_like_the_chat_template(setup):
+    """A scripted episode's tokens decode to the chat template's rendering of its messages (the
+    warm start trains on what the rollout would have produced)."""
+    tok = setup[0]
+    first = [{"role": "user", "content": "count to 2"}]
+    turns = [("first", [{"role": "tool", "content": "ok 1"}]), ("second", [])]
+    prompt, completion, mask = multi_turn.transcript_tokens(tok, first, turns)
+    msgs = first + [
+        {"role": "assistant", "content": "first"},
+        {"role": "tool", "content": "ok 1"},
+        {"role": "assistant", "content": "second"},
+    ]
+    rendered = tok.render_chat(msgs, add_generation_prompt=False)
+    assert tok.decode(prompt + completion) + "\n" == rendered
+    trained = tok.decode([t for t, m in zip(completion, mask, strict=True) if m])
+    assert trained == "first<|im_end|>second<|im_end|>"

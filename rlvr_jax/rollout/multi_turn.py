@@ -60,15 +60,19 @@ class MultiTurnConfig:
 class Episodes(Protocol):
     """The environments' side, batched by episode index (an EnvPool, or environments in-process).
 
-    `reset(examples)` starts one episode per example and returns each one's first messages;
-    `step(idx, actions)` and `finish(idx, reason)` answer episodes idx[i]; none of them raises for
-    an environment's error (that episode ends with status env_error)."""
+    `reset(examples)` starts one episode per example (replacing the previous call's) and returns
+    each one's first Step: its first messages as the observation, or a done env_error; `step(idx,
+    actions)` and `finish(idx, reason)` answer episodes idx[i]; none of them raises for an
+    environment's error (that episode ends with status env_error). `close()` ends the call.
+    """
 
-    def reset(self, examples: Sequence[data_types.Example]) -> list[list[env_base.Message]]: ...
+    def reset(self, examples: Sequence[data_types.Example]) -> list[env_base.Step]: ...
 
     def step(self, idx: Sequence[int], actions: Sequence[str]) -> list[env_base.Step]: ...
 
     def finish(self, idx: Sequence[int], reason: str) -> list[env_base.Step]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +98,12 @@ class InProcess:
         self.make_env, self.envs = make_env, []
 
     def reset(self, examples):
-        self.envs, first = [], []
-        for ex in examples:
-            env = self.make_env(ex)
-            self.envs.append(env)
-            first.append(env.reset(int(ex.meta["seed"]), int(ex.meta.get("difficulty", 0))))
-        return first
+        self.envs = [self.make_env(ex) for ex in examples]
+        seed_of = lambda ex: (int(ex.meta["seed"]), int(ex.meta.get("difficulty", 0)))
+        return [
+            self._call(i, lambda e, ex=ex: env_base.Step(e.reset(*seed_of(ex))))
+            for i, ex in enumerate(examples)
+        ]
 
     def _call(self, i, fn):
         try:
@@ -112,6 +116,33 @@ class InProcess:
 
     def finish(self, idx, reason):
         return [self._call(i, lambda e: e.finish(reason)) for i in idx]
+
+    def close(self):
+        self.envs = []
+
+
+class Pooled:
+    """`Episodes` in an EnvPool's worker processes (a per-step timeout; a hang or a crash ends
+    only the episodes of that worker). `spec_of(example)` -> (EnvSpec, seed, difficulty)."""
+
+    def __init__(self, pool, spec_of):
+        self.pool, self.spec_of, self.ids = pool, spec_of, []
+
+    def reset(self, examples):
+        self.close()
+        self.ids, first = self.pool.reset([self.spec_of(ex) for ex in examples])
+        return first
+
+    def step(self, idx, actions):
+        return self.pool.step([self.ids[i] for i in idx], actions)
+
+    def finish(self, idx, reason):
+        return self.pool.finish([self.ids[i] for i in idx], reason)
+
+    def close(self):
+        if self.ids:
+            self.pool.close(self.ids)
+        self.ids = []
 
 
 def observation_tokens(
@@ -129,6 +160,29 @@ def observation_tokens(
             "rollouts need the turn's stop token to be the template's end of turn"
         )
     return tok.encode(text[end + len(stop_text) :])
+
+
+def transcript_tokens(
+    tok: tokenizer_lib.Tokenizer,
+    first: Sequence[env_base.Message],
+    turns: Sequence[tuple[str, Sequence[env_base.Message]]],
+) -> tuple[list[int], list[int], list[bool]]:
+    """A played episode as the rollout tokenises it: (prompt, completion, loss mask). `turns` are
+    (assistant text, the observation that followed it; empty after the last turn). Each turn is
+    its text's tokens plus the end-of-turn token (trained on), each observation the template's
+    tokens between turns (context). For warm starts on scripted episodes."""
+    stop_id = tok.eos_ids[0]
+    stop_text = tok.decode([stop_id])
+    completion, mask = [], []
+    for text, obs in turns:
+        ids = tok.encode(text) + [stop_id]
+        completion += ids
+        mask += [True] * len(ids)
+        if obs:
+            ids = observation_tokens(tok, obs, stop_text)
+            completion += ids
+            mask += [False] * len(ids)
+    return tok.apply_chat_template(list(first)), completion, mask
 
 
 @dataclasses.dataclass
@@ -161,11 +215,23 @@ def sample(
     policy's) and the engine, to pass back in for its buffers and compiled shapes."""
     R = len(examples) * G
     rows = [ex for ex in examples for _ in range(G)]
-    first = episodes.reset(rows)
-    prompts = [tok.apply_chat_template(m) for m in first]
+    eps = [_Episode() for _ in range(R)]
+    prompts = [[] for _ in range(R)]
+    for e, step in enumerate(episodes.reset(rows)):
+        if step.done:  # the environment failed to start: the episode ends empty
+            eps[e].final = step
+        else:
+            prompts[e] = tok.apply_chat_template(step.observation)
     for p in range(len(examples)):
-        if any(prompts[p * G + g] != prompts[p * G] for g in range(G)):
+        started = [prompts[p * G + g] for g in range(G) if eps[p * G + g].final is None]
+        if any(x != started[0] for x in started):
             raise ValueError(f"example {p}: its G episodes start differently (seed the env)")
+        if started:  # an episode that failed to start still needs a prompt row
+            for g in range(G):
+                prompts[p * G + g] = prompts[p * G + g] or started[0]
+    if not any(prompts):
+        prompts = [[tok.pad_id]] * R
+    prompts = [pr or next(x for x in prompts if x) for pr in prompts]
     if not tok.eos_ids:
         raise ValueError("multi-turn rollouts need an end-of-turn token (tokenizer eos_ids)")
     stop_text = tok.decode([tok.eos_ids[0]])
@@ -182,7 +248,6 @@ def sample(
             mesh=mesh,
         )
     u_RxTo = engine_lib._uniforms_jit(key, (R, To))  # noqa: SLF001 - the engine's row streams
-    eps = [_Episode() for _ in range(R)]
     slot_ep = np.full(engine_cfg.slots, -1, np.int64)
     pending = collections.deque(range(len(examples)))  # groups not yet admitted
 
@@ -190,18 +255,20 @@ def sample(
         """Opens whole groups while their G slots are free (one prefill per group)."""
         take = []
         while pending and len(engine.free_slots) >= G * (len(take) + 1):
-            take.append(pending.popleft())
+            p = pending.popleft()
+            if any(eps[p * G + g].final is None for g in range(G)):
+                take.append(p)
         if not take:
             return
         *_, staged = engine.prefill(params, [prompts[p * G] for p in take])  # every chunk
         free = list(engine.free_slots)
         slot_ids, src, idx = [], [], []
         for j, p in enumerate(take):
-            for g in range(G):
-                e = p * G + g
-                slot_ids.append(free.pop(0))
-                src.append(j)
-                idx.append(e)
+            for e in range(p * G, p * G + G):
+                if eps[e].final is None:
+                    slot_ids.append(free.pop(0))
+                    src.append(j)
+                    idx.append(e)
         budgets = [min(mt.turn_tokens, Tctx - len(prompts[e])) for e in idx]
         engine.open(staged, slot_ids, src, budgets, stops_RxX[idx], u_RxTo[np.asarray(idx)])
         for s, e in zip(slot_ids, idx, strict=True):
@@ -261,6 +328,7 @@ def sample(
             stops = stops_RxX[slot_ep[np.asarray(resume_slots)]]
             engine.resume(params, resume_slots, resume_budgets, stops)
         admit()
+    episodes.close()
     return _to_rollout(tok, examples, prompts, eps, sampling_cfg), engine
 
 

@@ -41,25 +41,44 @@ class WarmStartConfig:
     slip_frac: float = 0.0
 
 
-def sft_batch(
-    tok: tokenizer_lib.Tokenizer,
-    examples: Sequence[data_types.Example],
-    system: str | None,
-    buckets: Sequence[int] = sampling.DEFAULT_BUCKETS,
-    shape: tuple[int, int] | None = None,
-) -> batch_lib.TrainBatch:
-    """Prompt (chat template, left padded) -> solution + EOS (right padded), padded to buckets,
-    or to `shape` = (Tp, Tc) when given (see `sft_shape`)."""
-    prompts, targets = _encode(tok, examples, system)
-    Tp, Tc = shape or _bucketed(prompts, targets, buckets)
-    B = len(examples)
-    prompt_BxTp = np.full((B, Tp), tok.pad_id, np.int32)
+@dataclasses.dataclass(frozen=True)
+class SFTRow:
+    """One supervised sequence as tokens: the prompt, then the completion, of which the tokens in
+    `loss_mask` are trained on (the rest, e.g. a multi-turn episode's observations, is context)."""
+
+    prompt: list[int]
+    completion: list[int]
+    loss_mask: list[bool] | None = None  # None: every completion token
+
+
+def rows_of(
+    tok: tokenizer_lib.Tokenizer, examples: Sequence[data_types.Example], system: str | None
+) -> list[SFTRow]:
+    """Prompt (chat template) -> worked solution (or the answer) + EOS."""
+    return [
+        SFTRow(
+            tok.apply_chat_template(ex.prompt, system=system),
+            tok.encode(ex.solution or ex.answer) + [tok.eos_ids[0]],
+        )
+        for ex in examples
+    ]
+
+
+def sft_batch(rows: Sequence[SFTRow], pad_id: int, shape: tuple[int, int]) -> batch_lib.TrainBatch:
+    """Prompts left padded to Tp, completions right padded to Tc (`shape`, see `sft_shape`)."""
+    Tp, Tc = shape
+    B = len(rows)
+    prompt_BxTp = np.full((B, Tp), pad_id, np.int32)
     prompt_mask = np.zeros((B, Tp), bool)
-    comp_BxTc = np.full((B, Tc), tok.pad_id, np.int32)
+    comp_BxTc = np.full((B, Tc), pad_id, np.int32)
     comp_mask = np.zeros((B, Tc), bool)
-    for i, (p, t) in enumerate(zip(prompts, targets, strict=True)):
+    context = np.zeros((B, Tc), bool)
+    for i, row in enumerate(rows):
+        p, t = row.prompt, row.completion
         prompt_BxTp[i, Tp - len(p) :], prompt_mask[i, Tp - len(p) :] = p, True
-        comp_BxTc[i, : len(t)], comp_mask[i, : len(t)] = t, True
+        comp_BxTc[i, : len(t)] = t
+        loss = np.ones(len(t), bool) if row.loss_mask is None else np.asarray(row.loss_mask, bool)
+        comp_mask[i, : len(t)], context[i, : len(t)] = loss, ~loss
     zeros = np.zeros((B, Tc), np.float32)
     return batch_lib.TrainBatch(
         prompt_BxTp=prompt_BxTp,
@@ -68,29 +87,17 @@ def sft_batch(
         completion_mask_BxTc=comp_mask,
         old_logps_BxTc=zeros,
         adv_BxTc=zeros,
+        context_mask_BxTc=context if context.any() else None,
     )
 
 
-def _encode(tok, examples, system) -> tuple[list[list[int]], list[list[int]]]:
-    prompts = [tok.apply_chat_template(ex.prompt, system=system) for ex in examples]
-    targets = [tok.encode(ex.solution or ex.answer) + [tok.eos_ids[0]] for ex in examples]
-    return prompts, targets
-
-
-def _bucketed(prompts, targets, buckets) -> tuple[int, int]:
-    Tp = sampling.bucket(max(map(len, prompts)), buckets, "prompt")
-    return Tp, sampling.bucket(max(map(len, targets)), buckets, "solution")
-
-
 def sft_shape(
-    tok: tokenizer_lib.Tokenizer,
-    examples: Sequence[data_types.Example],
-    system: str | None,
-    buckets: Sequence[int] = sampling.DEFAULT_BUCKETS,
+    rows: Sequence[SFTRow], buckets: Sequence[int] = sampling.DEFAULT_BUCKETS
 ) -> tuple[int, int]:
-    """(Tp, Tc) that fits every example: one shape for every warm-start step, so the step compiles
+    """(Tp, Tc) that fits every row: one shape for every warm-start step, so the step compiles
     once rather than once per bucket pair that a random batch happens to need."""
-    return _bucketed(*_encode(tok, examples, system), buckets)
+    Tp = sampling.bucket(max(len(r.prompt) for r in rows), buckets, "prompt")
+    return Tp, sampling.bucket(max(len(r.completion) for r in rows), buckets, "solution")
 
 
 def run(
@@ -104,16 +111,28 @@ def run(
     seed: int,
     mesh: Mesh | None = None,
     log_every: int = 50,
+    rows: Sequence[SFTRow | tuple] | None = None,
 ) -> tuple[params_lib.Params, list[float]]:
-    """Returns the warm-started params and the loss of every step.
+    """Returns the warm-started params and the loss of every step: on the examples' worked
+    solutions, or on `rows` when given (a task's own token sequences, e.g. expert episodes).
 
     With a `mesh`, `params` must live on it; they are donated (the caller must not reuse them).
     """
     if cfg.steps <= 0:
         return params, []
-    if cfg.slip_frac > 0 or cfg.unanswered_frac > 0:
-        examples = synthetic.noisy_solutions(
-            list(examples), slip_frac=cfg.slip_frac, unanswered_frac=cfg.unanswered_frac, seed=seed
+    if rows is None:
+        if cfg.slip_frac > 0 or cfg.unanswered_frac > 0:
+            examples = synthetic.noisy_solutions(
+                list(examples),
+                slip_frac=cfg.slip_frac,
+                unanswered_frac=cfg.unanswered_frac,
+                seed=seed,
+            )
+        rows = rows_of(tok, examples, system)
+    rows = [r if isinstance(r, SFTRow) else SFTRow(*r) for r in rows]
+    if cfg.batch_size > len(rows):
+        raise ValueError(
+            f"warm_start.batch_size={cfg.batch_size} exceeds the {len(rows)} warm-start sequences"
         )
     opt = state_lib.make_optimizer(
         state_lib.OptConfig(
@@ -132,12 +151,12 @@ def run(
     step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt, shardings=shardings)
     if mesh is not None:
         shards, rows = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
-    shape = sft_shape(tok, examples, system)
+    shape = sft_shape(rows)
     rng = np.random.default_rng(seed)
     losses = []
     for i in range(cfg.steps):
-        idx = rng.choice(len(examples), size=cfg.batch_size, replace=False)
-        batch = sft_batch(tok, [examples[j] for j in idx], system, shape=shape)
+        idx = rng.choice(len(rows), size=cfg.batch_size, replace=False)
+        batch = sft_batch([rows[j] for j in idx], tok.pad_id, shape)
         if mesh is not None:
             # Empty rows up to a multiple of the batch shards: the loss is a token mean, so they
             # change nothing.
