@@ -39,6 +39,9 @@ def parse_action(text: str) -> Action:
         except json.JSONDecodeError as e:
             errors.append(f"tool call {i}: malformed JSON ({e.msg} at char {e.pos})")
             continue
+        except RecursionError:  # json nests by recursion: about 1,000 levels of [ or { raise
+            errors.append(f"tool call {i}: malformed JSON (nested too deeply)")
+            continue
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             errors.append(f'tool call {i}: expected {{"name": str, "arguments": {{...}}}}')
             continue
@@ -46,7 +49,7 @@ def parse_action(text: str) -> Action:
         if isinstance(args, str):  # some templates emit arguments as a JSON string
             try:
                 args = json.loads(args)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 pass
         if not isinstance(args, dict):
             errors.append(f"tool call {i} ({obj['name']}): arguments must be a JSON object")
