@@ -34,6 +34,8 @@ setuptools.setup(
         "tensorboardX>=2.6.5,<2.7",
         "matplotlib>=3.9",
         "math-verify>=0.9.0,<0.10",
+        # rlvr_jax/envs/ecom: BM25 retrieval over the synthetic catalog and policy.
+        "bm25s>=0.3.16,<0.4",
     ],
     extras_require={
         # The PyTorch reference in tests and benchmarks: CPU build, pinned (others pull CUDA).
