@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from rlvr_jax.envs.ecom import difficulty
+from rlvr_jax.envs.ecom import difficulty, envs
 
 
 @pytest.mark.parametrize(
@@ -85,10 +85,10 @@ def test_record_round_trip():
 
 
 def test_curriculum():
-    assert difficulty.curriculum_envs(0) == ("PD",)
-    assert difficulty.curriculum_envs(1) == ("PD", "SUB")
-    assert difficulty.curriculum_envs(2) == ("PD", "SUB", "CART", "RETURN")
+    assert difficulty.curriculum_envs(0, envs.ENV_NAMES) == ("PD",)
+    assert difficulty.curriculum_envs(1, envs.ENV_NAMES) == ("PD", "SUB")
+    assert difficulty.curriculum_envs(2, envs.ENV_NAMES) == ("PD", "SUB", "CART", "RETURN")
     all_envs = ("PD", "SUB", "CART", "RETURN", "STATUS", "POLICY")
-    assert difficulty.curriculum_envs(3) == all_envs
-    assert difficulty.curriculum_envs(9) == all_envs
+    assert difficulty.curriculum_envs(3, envs.ENV_NAMES) == all_envs
+    assert difficulty.curriculum_envs(9, envs.ENV_NAMES) == all_envs
     assert difficulty.curriculum_envs(3, available=("PD", "BUNDLE")) == ("PD", "BUNDLE")

@@ -381,3 +381,62 @@ def _to_rollout(tok, examples, prompts, eps, cfg: sampling.SamplingConfig) -> ty
         verdicts=verdicts,
         policy_mask_BxTc=policy,
     )
+
+
+class MultiTurn:
+    """The loop's rollout engine for multi-turn tasks: `(params, examples, key, sampling_cfg,
+    episodes) -> Rollout`, keeping the engine (its buffers, compiled shapes) between calls.
+    `prepare(examples, key)` sets each example's episode (e.g. its environment and difficulty)."""
+
+    def __init__(self, tok, model_cfg, G, *, engine_cfg, mt, mesh=None, prepare=None):
+        self.tok, self.model_cfg, self.G = tok, model_cfg, G
+        self.engine_cfg, self.mt, self.mesh = engine_cfg, mt, mesh
+        self.prepare = prepare or (lambda examples, key: list(examples))
+        self._engine = None
+
+    def __call__(self, params, examples, key, sampling_cfg, episodes, G=None):
+        if self.mesh is not None and jax.process_count() > 1:
+            raise ValueError("multi-turn rollouts run in one process")
+        ro, self._engine = sample(
+            params,
+            self.tok,
+            self.prepare(examples, key),
+            episodes,
+            key,
+            G=G or self.G,
+            model_cfg=self.model_cfg,
+            sampling_cfg=sampling_cfg,
+            engine_cfg=self.engine_cfg,
+            mt=self.mt,
+            engine=self._engine,
+            mesh=self.mesh,
+        )
+        return ro
+
+
+def episode_metrics(ro: types_lib.Rollout, prefix: str) -> dict[str, float]:
+    """Reward, success, turns and endings of a multi-turn rollout, overall and per example group
+    (`meta["group"]`, e.g. the environment), plus the mean of every numeric `info` entry."""
+    G = len(ro.verdicts) // max(len(ro.examples), 1)
+    groups = [str((ex.meta or {}).get("group", "")) for ex in ro.examples for _ in range(G)]
+    out: dict[str, float] = {}
+    for name in sorted(set(groups)) + [None]:
+        idx = [i for i, g in enumerate(groups) if name is None or g == name]
+        if not idx or (name == "" and len(set(groups)) == 1):
+            continue
+        vs = [ro.verdicts[i] for i in idx]
+        key = prefix if name is None else f"{prefix}/{name}"
+        out[f"{key}/reward"] = float(np.mean([v.reward for v in vs]))
+        out[f"{key}/success"] = float(np.mean([v.correct for v in vs]))
+        out[f"{key}/turns"] = float(np.mean([v.turns for v in vs]))
+        for status in env_base.STATUSES[1:]:
+            out[f"{key}/{status}"] = float(np.mean([v.status == status for v in vs]))
+        numeric = collections.defaultdict(list)
+        for v in vs:
+            for k, x in v.info.items():
+                if isinstance(x, int | float | bool) and not isinstance(x, str):
+                    numeric[k].append(float(x))
+        for k, xs in numeric.items():
+            if k not in ("reward", "success"):
+                out[f"{key}/{k}"] = float(np.mean(xs))
+    return out

@@ -62,6 +62,24 @@ class Task:
 
     train: list[data_types.Example]
     test: list[data_types.Example]
+    # How the loop samples the task: "single_turn" (one completion per prompt, scored by the
+    # scorer's ScoreFn) or "multi_turn" (episodes against environments: the scorer yields their
+    # `rollout.multi_turn.Episodes`, and `episode_examples` says which episode each example is).
+    rollout: str = "single_turn"
+
+    def episode_examples(
+        self, examples: Sequence[data_types.Example], state: Any, key: jax.Array
+    ) -> list[data_types.Example]:
+        """Multi-turn: the examples as episodes (e.g. their environment and difficulty, from the
+        shaping state); `key` is the rollout's, for any random choice."""
+        del state, key
+        return list(examples)
+
+    def warm_rows(self, tok: tokenizer_lib.Tokenizer, seed: int) -> list | None:
+        """The warm start's token rows ((prompt, completion, loss mask) each), or None to warm
+        start on the examples' worked solutions."""
+        del tok, seed
+        return None
 
     def scorer(self) -> contextlib.AbstractContextManager[ScoreFn]:
         raise NotImplementedError

@@ -58,6 +58,38 @@ class RubricSection:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class EcomSection:
+    """Ecom-RLVE's environments, difficulty and warm start (rlvr_jax/tasks/ecom.py)."""
+
+    envs: tuple[str, ...] = ("PD", "SUB", "CART", "RETURN", "STATUS", "POLICY")
+    # The curriculum over environment sets (C1 {PD} -> C2 +SUB -> C4 +CART, RETURN -> C8 all),
+    # one stage per this many RL steps; 0 trains on every environment in `envs` from the start.
+    curriculum_every: int = 0
+    adaptive: bool = True  # the RLVE rule per environment; False: every episode at `difficulty`
+    difficulty: int = 0  # the fixed difficulty when adaptive=False
+    tau_num: int = 32  # frontier episodes per promotion decision
+    tau_acc: float = 0.9  # frontier accuracy that promotes
+    d_delta: int = 4  # the sampled window's width below the frontier
+    eval_difficulty: int = 2  # held-out episodes' fixed difficulty
+    catalog_seed: int = 0
+    workers: int = 2  # environment worker processes
+    timeout_s: float = 10.0  # per environment call
+    expert_episodes: int = 600  # scripted expert episodes for the warm start
+    expert_max_difficulty: int = 3  # their difficulty, uniform in [0, this]
+
+    def __post_init__(self):
+        if not self.envs:
+            raise ValueError("envs: at least one environment")
+        for name in ("curriculum_every", "difficulty", "eval_difficulty", "expert_episodes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.tau_num < 1 or not 0 < self.tau_acc <= 1 or self.d_delta < 0:
+            raise ValueError("tau_num >= 1, 0 < tau_acc <= 1 and d_delta >= 0")
+        if self.timeout_s <= 0 or self.workers < 0:
+            raise ValueError("timeout_s > 0 and workers >= 0")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     """What a task reads of the run config."""
 
@@ -66,3 +98,4 @@ class TaskConfig:
     verifier: VerifierConfig = VerifierConfig()
     code: CodeSection = CodeSection()
     rubric: RubricSection = RubricSection()
+    ecom: EcomSection = EcomSection()

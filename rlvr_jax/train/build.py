@@ -36,7 +36,7 @@ from rlvr_jax.objectives import forward as forward_lib
 from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import opd as opd_lib
 from rlvr_jax.objectives import rlif as rlif_lib
-from rlvr_jax.rollout import single_turn
+from rlvr_jax.rollout import multi_turn, single_turn
 from rlvr_jax.rollout import types as rollout_types
 from rlvr_jax.tasks import base as task_base
 from rlvr_jax.train import checkpoint as ckpt_lib
@@ -193,6 +193,7 @@ def restore_or_start(run: Run, log: Callable[[str], None]) -> None:
             system=cfg.system,
             seed=cfg.seed,
             mesh=run.mesh,
+            rows=run.task.warm_rows(run.tok, cfg.seed) if cfg.warm_start.steps else None,
         )
         run.state = state_lib.make_init_state(run.optimizer, run.state_shd)(params)  # donated
         if losses:
@@ -285,8 +286,14 @@ def make_hooks(run: Run, log: Callable[[str], None]) -> tuple[hooks.Hook, ...]:
     return tuple(out)
 
 
-def evaluator(run: Run) -> eval_lib.Evaluator:
+def evaluator(run: Run, engine=None):
+    """Held-out evaluation: sampled completions (single-turn), or greedy episodes played with
+    the rollout `engine` (multi-turn)."""
     cfg = run.cfg
+    if run.task.rollout == "multi_turn":
+        return eval_lib.EpisodeEvaluator(
+            run.task.test[: cfg.eval.num_prompts], engine, run.sampling_cfg
+        )
     return eval_lib.Evaluator(
         run.tok,
         run.task.test[: cfg.eval.num_prompts],
@@ -298,7 +305,20 @@ def evaluator(run: Run) -> eval_lib.Evaluator:
     )
 
 
-def engine(run: Run) -> single_turn.SingleTurn:
+def engine(run: Run):
+    """The rollout engine of the task's kind: `(params, examples, key, sampling_cfg, score_fn)
+    -> Rollout`."""
+    if run.task.rollout == "multi_turn":
+        engine_cfg = _engine_config(run, force=True)
+        return multi_turn.MultiTurn(
+            run.tok,
+            run.model_cfg,
+            run.cfg.rl.group_size,
+            engine_cfg=engine_cfg,
+            mt=run.cfg.multi_turn,
+            mesh=run.sampler_mesh,
+            prepare=lambda examples, key: run.task.episode_examples(examples, run.task_state, key),
+        )
     return single_turn.SingleTurn(
         tok=run.tok,
         model_cfg=run.model_cfg,
@@ -310,16 +330,19 @@ def engine(run: Run) -> single_turn.SingleTurn:
 
 
 def _continuous(run: Run) -> single_turn.Continuous | None:
-    engine_cfg = run_config.engine_config(run.cfg)
-    if engine_cfg is None:
-        return None
+    engine_cfg = _engine_config(run)
+    return None if engine_cfg is None else single_turn.Continuous(engine_cfg)
+
+
+def _engine_config(run: Run, force: bool = False):
+    engine_cfg = run_config.engine_config(run.cfg, force=force)
     shards = mesh_lib.batch_size_of(run.sampler_mesh)
-    if engine_cfg.slots % shards:
+    if engine_cfg is not None and engine_cfg.slots % shards:
         raise ConfigError(
             f"sampling.slots={engine_cfg.slots} must be a multiple of the sampler mesh's "
             f"{shards} batch shards"
         )
-    return single_turn.Continuous(engine_cfg)
+    return engine_cfg
 
 
 def _shardings(params: params_lib.Params):

@@ -20,7 +20,7 @@ from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import metrics as metrics_lib
-from rlvr_jax.rollout import single_turn
+from rlvr_jax.rollout import multi_turn, single_turn
 
 
 class Evaluator:
@@ -85,3 +85,16 @@ class Evaluator:
             "eval/reward_mean": float(np.mean(rows["reward_PxK"])),
             "eval/greedy_reward": float(np.mean(rows["greedy_reward_P"])),
         }
+
+
+class EpisodeEvaluator:
+    """Plays fixed held-out episodes greedily (one per example) with the task's environments:
+    success (the environments' IsCorrect), reward, turns and endings, overall and per group."""
+
+    def __init__(self, examples: Sequence[data_types.Example], engine, sampling_cfg):
+        self.examples, self.engine = list(examples), engine
+        self.sampling_cfg = dataclasses.replace(sampling_cfg, temperature=0.0)
+
+    def __call__(self, params, key: jax.Array, episodes) -> dict[str, Any]:
+        ro = self.engine(params, self.examples, key, self.sampling_cfg, episodes, G=1)
+        return multi_turn.episode_metrics(ro, "eval")

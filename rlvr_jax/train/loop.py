@@ -47,11 +47,8 @@ def run(cfg: run_config.RunConfig, workdir: str) -> dict[str, Any]:
     r.writer.write_config(run_config.to_dict(cfg))
     build_lib.restore_or_start(r, _log)
     hooks = build_lib.make_hooks(r, _log)
-    train_step, engine, evaluator = (
-        build_lib.train_step(r),
-        build_lib.engine(r),
-        build_lib.evaluator(r),
-    )
+    train_step, engine = build_lib.train_step(r), build_lib.engine(r)
+    evaluator = build_lib.evaluator(r, engine)
     eval_key = lambda step: distributed.replicated_key(r.sampler_mesh, cfg.seed, 1, step)
     with r.task.scorer() as score_fn:
         if r.start == 0:

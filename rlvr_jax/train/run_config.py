@@ -24,7 +24,15 @@ from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import opd as opd_lib
 from rlvr_jax.objectives import rl_config
 from rlvr_jax.objectives import rlif as rlif_lib
-from rlvr_jax.tasks.config import CodeSection, DataConfig, RubricSection, TaskConfig, VerifierConfig
+from rlvr_jax.rollout import multi_turn as multi_turn_lib
+from rlvr_jax.tasks.config import (
+    CodeSection,
+    DataConfig,
+    EcomSection,
+    RubricSection,
+    TaskConfig,
+    VerifierConfig,
+)
 from rlvr_jax.train import checkpoint as ckpt_lib
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import warm_start as warm_lib
@@ -108,6 +116,10 @@ class RunConfig:
     mesh: MeshConfig = MeshConfig()
     code: CodeSection = CodeSection()
     rubric: RubricSection = RubricSection()
+    ecom: EcomSection = EcomSection()
+    # Multi-turn tasks' per-episode budgets (rlvr_jax/rollout/multi_turn.py); their episodes run
+    # on the engine with sampling.slots / decode_chunk / prefill_chunk.
+    multi_turn: multi_turn_lib.MultiTurnConfig = multi_turn_lib.MultiTurnConfig()
     delta: delta_lib.DeltaConfig = delta_lib.DeltaConfig()
     opd: opd_lib.OPDConfig = opd_lib.OPDConfig()
     distil: distil_lib.DistilConfig = distil_lib.DistilConfig()
@@ -120,7 +132,12 @@ class RunConfig:
 
 def task_config(cfg: RunConfig) -> TaskConfig:
     return TaskConfig(
-        seed=cfg.seed, data=cfg.data, verifier=cfg.verifier, code=cfg.code, rubric=cfg.rubric
+        seed=cfg.seed,
+        data=cfg.data,
+        verifier=cfg.verifier,
+        code=cfg.code,
+        rubric=cfg.rubric,
+        ecom=cfg.ecom,
     )
 
 
@@ -204,10 +221,11 @@ def sampling_config(cfg: RunConfig, eos_ids, pad_id: int) -> sampling.SamplingCo
     )
 
 
-def engine_config(cfg: RunConfig) -> engine_lib.EngineConfig | None:
-    """The continuous engine's sizes, or None for the static sampler."""
+def engine_config(cfg: RunConfig, force: bool = False) -> engine_lib.EngineConfig | None:
+    """The continuous engine's sizes, or None for the static sampler (unless `force`: multi-turn
+    tasks always run on the engine)."""
     s = cfg.sampling
-    if s.engine == "static":
+    if s.engine == "static" and not force:
         return None
     try:
         return engine_lib.EngineConfig(

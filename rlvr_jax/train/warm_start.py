@@ -150,7 +150,7 @@ def run(
         state = state_lib.make_init_state(opt, shardings)(params)
     step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt, shardings=shardings)
     if mesh is not None:
-        shards, rows = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
+        shards, row_shd = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
     shape = sft_shape(rows)
     rng = np.random.default_rng(seed)
     losses = []
@@ -161,7 +161,7 @@ def run(
             # Empty rows up to a multiple of the batch shards: the loss is a token mean, so they
             # change nothing.
             batch = rollout_types.pad_rows(batch, -(-cfg.batch_size // shards) * shards)
-            batch = distributed.place(batch, jax.tree.map(lambda _: rows, batch))
+            batch = distributed.place(batch, jax.tree.map(lambda _: row_shd, batch))
         state, metrics = step(state, batch)
         losses.append(float(jax.device_get(metrics["warm/loss"])))
         if log_every and (i + 1) % log_every == 0:

@@ -117,14 +117,10 @@ CURRICULUM = (
 )
 
 
-def curriculum_envs(stage: int, available: tuple[str, ...] | None = None) -> tuple[str, ...]:
+def curriculum_envs(stage: int, available: tuple[str, ...]) -> tuple[str, ...]:
     """The environment set at curriculum stage `stage` (clamped to the last), keeping only the
-    environments in `available` (default: the ones this package implements)."""
+    environments in `available` (e.g. envs.ENV_NAMES, or a run's configured subset)."""
     if stage < 0:
         raise ValueError(f"stage must be >= 0, got {stage}")
-    if available is None:
-        from rlvr_jax.envs.ecom import envs  # the factory imports this module: import late
-
-        available = envs.ENV_NAMES
     names = CURRICULUM[min(stage, len(CURRICULUM) - 1)]
     return tuple(n for n in names if n in available)
