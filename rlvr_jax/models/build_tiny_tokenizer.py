@@ -203,8 +203,10 @@ def _corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer() -> Tokenizer:
-    """Trains the byte-level BPE on the synthetic corpus; special tokens take the last three ids."""
+def build_tokenizer(corpus: list[str] | None = None, vocab_size: int = VOCAB_SIZE) -> Tokenizer:
+    """Trains the byte-level BPE on `corpus` (default: the synthetic math corpus); special tokens
+    take the last three ids. Other embedded tokenizers (rlvr_jax/envs/ecom/tokenizer.py) reuse it
+    with their own corpus and size, and the same chat template."""
     tok = Tokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -217,16 +219,16 @@ def build_tokenizer() -> Tokenizer:
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     # No normalizer: any string, NFC or not, must decode back to itself.
     trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE - len(SPECIAL_TOKENS),
+        vocab_size=vocab_size - len(SPECIAL_TOKENS),
         min_frequency=2,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=[],
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() if corpus is None else corpus, trainer=trainer)
     tok.add_special_tokens(list(SPECIAL_TOKENS))
-    if tok.get_vocab_size() != VOCAB_SIZE:
-        raise RuntimeError(f"trained vocab has {tok.get_vocab_size()} tokens, want {VOCAB_SIZE}")
+    if tok.get_vocab_size() != vocab_size:
+        raise RuntimeError(f"trained vocab has {tok.get_vocab_size()} tokens, want {vocab_size}")
     return tok
 
 
@@ -250,12 +252,12 @@ def tokenizer_config() -> dict[str, object]:
     }
 
 
-def write(out: str) -> list[str]:
+def write(out: str, corpus: list[str] | None = None, vocab_size: int = VOCAB_SIZE) -> list[str]:
     """Builds the tokenizer and writes its files into `out`; returns their paths."""
     os.makedirs(out, exist_ok=True)
     tok_path = os.path.join(out, "tokenizer.json")
     cfg_path = os.path.join(out, "tokenizer_config.json")
-    build_tokenizer().save(tok_path, pretty=True)
+    build_tokenizer(corpus, vocab_size).save(tok_path, pretty=True)
     with open(cfg_path, "w", encoding="utf-8", newline="\n") as f:
         f.write(json.dumps(tokenizer_config(), indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     return [tok_path, cfg_path]

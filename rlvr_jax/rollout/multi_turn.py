@@ -35,6 +35,9 @@ from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.rollout import types as types_lib
 
 _PLACEHOLDER = "\x00turn\x00"  # stands for an assistant turn while rendering what follows it
+# Padded prompt and episode lengths: finer than powers of two, since attention over an episode's
+# padding is most of a small model's train step (the train step compiles once per pair used).
+BUCKETS = (64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -334,6 +337,7 @@ def sample(
 
 def _to_rollout(tok, examples, prompts, eps, cfg: sampling.SamplingConfig) -> types_lib.Rollout:
     R = len(eps)
+    cfg = dataclasses.replace(cfg, prompt_buckets=BUCKETS, completion_buckets=BUCKETS)
     prompt_BxTp, prompt_mask_BxTp = sampling.pad_prompts(prompts, cfg)
     lengths_R = np.asarray([sum(len(p[0]) for p in ep.pieces) for ep in eps], np.int32)
     Tc = sampling.bucket(max(int(lengths_R.max(initial=1)), 1), cfg.completion_buckets, "episode")
@@ -415,16 +419,25 @@ class MultiTurn:
 
 
 def episode_metrics(ro: types_lib.Rollout, prefix: str) -> dict[str, float]:
-    """Reward, success, turns and endings of a multi-turn rollout, overall and per example group
-    (`meta["group"]`, e.g. the environment), plus the mean of every numeric `info` entry."""
-    G = len(ro.verdicts) // max(len(ro.examples), 1)
-    groups = [str((ex.meta or {}).get("group", "")) for ex in ro.examples for _ in range(G)]
+    """`verdict_metrics` of a multi-turn rollout."""
+    return verdict_metrics(ro.examples, ro.verdicts, prefix)
+
+
+def verdict_metrics(
+    examples: Sequence[data_types.Example], verdicts: Sequence[EpisodeVerdict], prefix: str
+) -> dict[str, float]:
+    """Reward, success, turns and endings of episodes (group-major: len(verdicts) // len(examples)
+    per example), overall and per example group (`meta["group"]`, e.g. the environment), plus the
+    mean of every numeric `info` entry and tool calls per turn."""
+    G = len(verdicts) // max(len(examples), 1)
+    groups = [str((ex.meta or {}).get("group", "")) for ex in examples for _ in range(G)]
     out: dict[str, float] = {}
-    for name in sorted(set(groups)) + [None]:
+    names = sorted(set(groups) - {""})
+    for name in [*names, None]:
         idx = [i for i, g in enumerate(groups) if name is None or g == name]
-        if not idx or (name == "" and len(set(groups)) == 1):
+        if not idx:
             continue
-        vs = [ro.verdicts[i] for i in idx]
+        vs = [verdicts[i] for i in idx]
         key = prefix if name is None else f"{prefix}/{name}"
         out[f"{key}/reward"] = float(np.mean([v.reward for v in vs]))
         out[f"{key}/success"] = float(np.mean([v.correct for v in vs]))
@@ -434,9 +447,12 @@ def episode_metrics(ro: types_lib.Rollout, prefix: str) -> dict[str, float]:
         numeric = collections.defaultdict(list)
         for v in vs:
             for k, x in v.info.items():
-                if isinstance(x, int | float | bool) and not isinstance(x, str):
+                if isinstance(x, int | float | bool) and k not in ("reward", "success", "turns"):
                     numeric[k].append(float(x))
         for k, xs in numeric.items():
-            if k not in ("reward", "success"):
-                out[f"{key}/{k}"] = float(np.mean(xs))
+            out[f"{key}/{k}"] = float(np.mean(xs))
+        if "tool_calls" in numeric:
+            out[f"{key}/tool_calls_per_turn"] = float(
+                np.sum(numeric["tool_calls"]) / max(sum(v.turns for v in vs), 1)
+            )
     return out

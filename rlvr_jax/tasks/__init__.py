@@ -19,6 +19,7 @@ KINDS = {
     "code": ("rlvr_jax.tasks.code", "CodeTask"),
     "rubric": ("rlvr_jax.tasks.rubric", "RubricTask"),
     "reasoning_gym": ("rlvr_jax.tasks.reasoning_gym", "ReasoningGymTask"),
+    "ecom": ("rlvr_jax.tasks.ecom", "EcomTask"),
 }
 # data.source -> kind
 SOURCES = {
@@ -26,6 +27,7 @@ SOURCES = {
     "code": "code",
     "rubric": "rubric",
     "reasoning_gym": "reasoning_gym",
+    "ecom": "ecom",
 }
 
 

@@ -75,10 +75,12 @@ class Task:
         del state, key
         return list(examples)
 
-    def warm_rows(self, tok: tokenizer_lib.Tokenizer, seed: int) -> list | None:
-        """The warm start's token rows ((prompt, completion, loss mask) each), or None to warm
-        start on the examples' worked solutions."""
-        del tok, seed
+    def warm_rows(
+        self, tok: tokenizer_lib.Tokenizer, seed: int, max_tokens: int | None = None
+    ) -> list | None:
+        """The warm start's token rows ((prompt, completion, loss mask) each, at most `max_tokens`
+        long), or None to warm start on the examples' worked solutions."""
+        del tok, seed, max_tokens
         return None
 
     def scorer(self) -> contextlib.AbstractContextManager[ScoreFn]:

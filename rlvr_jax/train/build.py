@@ -193,7 +193,11 @@ def restore_or_start(run: Run, log: Callable[[str], None]) -> None:
             system=cfg.system,
             seed=cfg.seed,
             mesh=run.mesh,
-            rows=run.task.warm_rows(run.tok, cfg.seed) if cfg.warm_start.steps else None,
+            rows=(
+                run.task.warm_rows(run.tok, cfg.seed, cfg.multi_turn.episode_tokens)
+                if cfg.warm_start.steps
+                else None
+            ),
         )
         run.state = state_lib.make_init_state(run.optimizer, run.state_shd)(params)  # donated
         if losses:

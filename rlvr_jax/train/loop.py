@@ -225,6 +225,8 @@ def _fmt(m: dict[str, Any]) -> str:
         "rl/kl",
         "eval/pass@1",
         "eval/greedy_acc",
+        "eval/success",
+        "eval/reward",
         "rollout/mismatch_kl",
         "perf/tokens_per_s",
     )

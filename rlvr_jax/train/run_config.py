@@ -44,6 +44,9 @@ class ModelSection:
 
     preset: str = "tiny"  # rlvr_jax.models.config.PRESETS name, used when init_from is empty
     init_from: str = ""
+    # A preset's tokenizer folder ("": the embedded tiny tokenizer); the preset's vocabulary takes
+    # its size. A checkpoint (init_from) always brings its own.
+    tokenizer: str = ""
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: bool = False

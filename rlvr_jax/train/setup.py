@@ -63,6 +63,12 @@ def load_model(
     else:
         model_cfg = config_lib.get_preset(cfg.model.preset, remat=cfg.model.remat, **dtypes)
         tok = tokenizer_lib.load_tiny_tokenizer()
+        if cfg.model.tokenizer:
+            try:
+                tok = tokenizer_lib.load_tokenizer(cfg.model.tokenizer)
+            except (FileNotFoundError, ValueError) as e:
+                raise ConfigError(f"model.tokenizer={cfg.model.tokenizer!r}: {e}") from None
+            model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
     if tok.vocab_size > model_cfg.vocab_size:
         raise ConfigError(
             f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={model_cfg.vocab_size}"

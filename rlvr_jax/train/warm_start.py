@@ -24,6 +24,7 @@ from rlvr_jax.models import config as config_lib
 from rlvr_jax.models import params as params_lib
 from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.objectives import batch as batch_lib
+from rlvr_jax.rollout import multi_turn
 from rlvr_jax.rollout import types as rollout_types
 from rlvr_jax.train import state as state_lib
 from rlvr_jax.train import step as step_lib
@@ -129,6 +130,9 @@ def run(
                 seed=seed,
             )
         rows = rows_of(tok, examples, system)
+        buckets = sampling.DEFAULT_BUCKETS
+    else:  # a task's own sequences (multi-turn episodes) pad as its rollouts do
+        buckets = multi_turn.BUCKETS
     rows = [r if isinstance(r, SFTRow) else SFTRow(*r) for r in rows]
     if cfg.batch_size > len(rows):
         raise ValueError(
@@ -151,7 +155,7 @@ def run(
     step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt, shardings=shardings)
     if mesh is not None:
         shards, row_shd = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
-    shape = sft_shape(rows)
+    shape = sft_shape(rows, buckets)
     rng = np.random.default_rng(seed)
     losses = []
     for i in range(cfg.steps):
