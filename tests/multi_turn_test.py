@@ -192,3 +192,16 @@ def test_transcript_tokens_render_like_the_chat_template(setup):
     assert tok.decode(prompt + completion) + "\n" == rendered
     trained = tok.decode([t for t, m in zip(completion, mask, strict=True) if m])
     assert trained == "first<|im_end|>second<|im_end|>"
+
+
+def test_greedy_eval_then_sampled_rollouts_keep_their_own_sampling(setup):
+    """One MultiTurn serves the greedy evaluator and the sampled rollouts: after a greedy call,
+    the G episodes of a group still sample differently (an engine keeps its compiled sampling)."""
+    tok, params, scfg = setup
+    mt_engine = multi_turn.MultiTurn(tok, CFG, G, engine_cfg=ENGINE, mt=MT)
+    episodes = multi_turn.InProcess(lambda ex: Counter())
+    greedy = dataclasses.replace(scfg, temperature=0.0)
+    g = mt_engine(params, _examples([1, 2]), jax.random.key(0), greedy, episodes, G=2)
+    np.testing.assert_array_equal(g.sample.tokens_BxTc[0], g.sample.tokens_BxTc[1])
+    s = mt_engine(params, _examples([1, 2]), jax.random.key(0), scfg, episodes)
+    assert not np.array_equal(s.sample.tokens_BxTc[0], s.sample.tokens_BxTc[1])

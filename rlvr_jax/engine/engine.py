@@ -60,8 +60,9 @@ class EngineConfig:
                 raise ValueError(f"EngineConfig.{name}={n} must be a power of two")
 
 
-def _static(cfg: sampling.SamplingConfig) -> sampling.SamplingConfig:
-    """The sampling config's compiled part (budget and stop ids travel as data)."""
+def compiled_part(cfg: sampling.SamplingConfig) -> sampling.SamplingConfig:
+    """The sampling config's compiled part (budget and stop ids travel as data): an engine
+    samples with the temperature, top-k and top-p it was built with."""
     return dataclasses.replace(cfg, max_new_tokens=1, eos_ids=())
 
 
@@ -101,7 +102,7 @@ class Engine:
         mesh: jax.sharding.Mesh | None = None,
         appendable: bool = True,
     ):
-        self.model_cfg, self.cfg, self.ecfg = model_cfg, _static(cfg), engine_cfg
+        self.model_cfg, self.cfg, self.ecfg = model_cfg, compiled_part(cfg), engine_cfg
         S = engine_cfg.slots
         self.capacity = capacity
         # Spare room: append writes whole chunks. Single-turn sampling never appends, and every
@@ -369,6 +370,7 @@ def generate(
         and engine.capacity >= Tp + Tc
         and engine.To == Tc
         and engine.ecfg == engine_cfg
+        and engine.cfg == compiled_part(cfg)  # temperature, top-k/p: compiled into its decode
     )
     if not fits or engine.X < stops_RxX.shape[1]:
         engine = Engine(

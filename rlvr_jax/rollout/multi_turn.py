@@ -240,7 +240,13 @@ def sample(
     stop_text = tok.decode([tok.eos_ids[0]])
     stops_RxX = sampling.stop_table(R, sampling_cfg)
     To, Tctx = mt.sampled_tokens, mt.episode_tokens
-    if engine is None or engine.capacity != Tctx or engine.To != To or engine.ecfg != engine_cfg:
+    if (
+        engine is None
+        or engine.capacity != Tctx
+        or engine.To != To
+        or engine.ecfg != engine_cfg
+        or engine.cfg != engine_lib.compiled_part(sampling_cfg)  # e.g. greedy eval vs sampling
+    ):
         engine = engine_lib.Engine(
             model_cfg,
             sampling_cfg,
@@ -396,12 +402,13 @@ class MultiTurn:
         self.tok, self.model_cfg, self.G = tok, model_cfg, G
         self.engine_cfg, self.mt, self.mesh = engine_cfg, mt, mesh
         self.prepare = prepare or (lambda examples, key: list(examples))
-        self._engine = None
+        self._engines = {}  # one per sampling config (greedy eval, sampled rollouts)
 
     def __call__(self, params, examples, key, sampling_cfg, episodes, G=None):
         if self.mesh is not None and jax.process_count() > 1:
             raise ValueError("multi-turn rollouts run in one process")
-        ro, self._engine = sample(
+        which = engine_lib.compiled_part(sampling_cfg)
+        ro, self._engines[which] = sample(
             params,
             self.tok,
             self.prepare(examples, key),
@@ -412,7 +419,7 @@ class MultiTurn:
             sampling_cfg=sampling_cfg,
             engine_cfg=self.engine_cfg,
             mt=self.mt,
-            engine=self._engine,
+            engine=self._engines.get(which),
             mesh=self.mesh,
         )
         return ro

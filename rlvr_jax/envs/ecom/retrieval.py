@@ -9,6 +9,7 @@ the raw order or writes a vague query can miss the item it needs.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 
 import bm25s
@@ -17,6 +18,9 @@ import numpy as np
 from rlvr_jax.envs.ecom import catalog as catalog_lib
 
 _WORD = re.compile(r"[a-z0-9]+")
+# bm25s sets its logger to DEBUG and logs every index build, which absl's handler prints in
+# experiment scripts.
+logging.getLogger("bm25s").setLevel(logging.WARNING)
 
 
 def tokenize(text: str) -> list[str]:
