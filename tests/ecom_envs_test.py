@@ -157,3 +157,18 @@ def test_hallucinated_ids_are_reported():
     step = env.step(_call("answer.submit", product_ids=["P0003", "P0004"]))
     assert step.done and step.info["hallucinated_ids"] == ["P0003", "P0004"]
     assert step.info["r_hall"] == -1.0
+
+
+@pytest.mark.parametrize("name", envs.ENV_NAMES)
+def test_a_turn_cut_at_its_token_budget_is_a_hard_fail(name):
+    """finish(OVERLONG_TURN) is the rollout's over-long turn: -1 like any hard fail, so running
+    past the turn budget never pays better than a malformed call; other cuts are truncations."""
+    from rlvr_jax.envs import base  # noqa: PLC0415
+
+    env = envs.make_env(name)
+    env.reset(seed=3, difficulty=1)
+    step = env.finish(base.OVERLONG_TURN)
+    assert step.done and step.reward == -1.0 and step.info["status"] == "hard_fail"
+    env.reset(seed=3, difficulty=1)
+    step = env.finish(base.TURN_LIMIT)
+    assert step.done and step.info["status"] == "truncated" and step.reward > -1.0

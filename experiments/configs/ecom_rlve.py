@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         catalog_seed=0,
         workers=2,
         timeout_s=10.0,
-        expert_episodes=1200,
+        expert_episodes=2400,
         expert_max_difficulty=3,
     )
     # Per episode: turns, sampled tokens per turn and in all, and the whole context.
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.opt.lr = 1e-4
     c.train.update(steps=60, prompts_per_step=8)
     c.warm_start.update(
-        steps=250, batch_size=16, lr=3e-3, warmup_steps=20, unanswered_frac=0.0, slip_frac=0.0
+        steps=600, batch_size=16, lr=3e-3, warmup_steps=20, unanswered_frac=0.0, slip_frac=0.0
     )
     c.eval.update(every=20, num_prompts=10 * len(envs), k=1)
     c.ckpt.every = 10

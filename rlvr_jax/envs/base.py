@@ -24,6 +24,9 @@ Message = dict[str, str]  # {"role": "system" | "user" | "assistant" | "tool", "
 # call, safety), the environment raising or hanging ("env_error"), or cut by the rollout's
 # turn/token budget ("truncated").
 STATUSES = ("ok", "hard_fail", "env_error", "truncated")
+# `finish` reasons a rollout gives: a turn cut at its token budget without its end-of-turn token
+# (an environment may rule it a hard fail), the rollout's turn limit, its episode token budget.
+OVERLONG_TURN, TURN_LIMIT, TOKEN_BUDGET = "turn_budget", "turn_limit", "token_budget"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -305,7 +305,7 @@ def sample(
             ep.turns += 1
             ep.stopped = bool(stopped)
             if not stopped:
-                cut["turn_budget"].append(e)  # the turn ran out of tokens mid-way
+                cut[env_base.OVERLONG_TURN].append(e)  # the turn ran out of tokens mid-way
                 continue
             acting.append(e)
             actions.append(tok.decode(tokens[:-1]))  # without the end-of-turn token
@@ -320,9 +320,9 @@ def sample(
             count = int(engine.count_S[ep.slot])
             room = min(mt.turn_tokens, To - count, Tctx - used)
             if ep.turns >= mt.max_turns:
-                cut["turn_limit"].append(e)
+                cut[env_base.TURN_LIMIT].append(e)
             elif room < 1:
-                cut["token_budget"].append(e)
+                cut[env_base.TOKEN_BUDGET].append(e)
             else:
                 ep.pieces.append((np.asarray(obs, np.int32), None, None, False))
                 ep.turn_start = count

@@ -156,6 +156,11 @@ class EcomEnv(base.Environment, abc.ABC):
     def finish(self, reason: str) -> base.Step:
         if self._ep is None or self._ep.done:
             return super().finish(reason)
+        if reason == base.OVERLONG_TURN:
+            # A turn that never ended is an over-long turn (a hard fail, as one over
+            # MAX_TURN_CHARS): scoring it as merely truncated would pay a policy to ramble past
+            # its turn budget rather than risk a malformed call.
+            return self._hard_fail("turn ran out of tokens without ending")
         return self._end(reason, status="truncated")
 
     # --- Internals ---
