@@ -11,15 +11,12 @@ parent, which runs JAX threads; like `rewards.pool`, each re-imports the caller'
 from __future__ import annotations
 
 import collections
-import ctypes
 import dataclasses
 import importlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
-import resource
 import signal
-import sys
 import threading
 import time
 import traceback
@@ -114,18 +111,7 @@ class _Host:
 
 
 def _worker_main(conn, memory_limit_bytes: int | None, preload: tuple[str, ...], pdeathsig: bool):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which kills us
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a segfault leaves no core file
-    if pdeathsig and sys.platform == "linux":
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: die with the forkserver
-    for name in preload:
-        importlib.import_module(name)
-    if memory_limit_bytes is not None:
-        limit = rewards_pool._vm_bytes() + memory_limit_bytes  # headroom above start-up size
-        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
-        if hard != resource.RLIM_INFINITY:
-            limit = min(limit, hard)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    rewards_pool.worker_setup(memory_limit_bytes, preload, pdeathsig)
     host = _Host(BaseException)  # SystemExit, MemoryError...: the episode's error, not ours
     conn.send(("ok", None))
     while True:

@@ -44,7 +44,10 @@ def _vm_bytes() -> int:
         return int(f.read().split()[0]) * resource.getpagesize()
 
 
-def _worker_main(conn, memory_limit_bytes: int | None, preload: tuple[str, ...], pdeathsig: bool):
+def worker_setup(memory_limit_bytes: int | None, preload: tuple[str, ...], pdeathsig: bool):
+    """A worker process's start: ignore Ctrl-C, no core files, die with the forkserver, import
+    `preload`, then cap the address space at `memory_limit_bytes` above the start-up size (the
+    caller's main module may have imported JAX). Shared with rlvr_jax/envs/pool.py."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent, which kills us
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a segfault leaves no core file
     if pdeathsig and sys.platform == "linux":
@@ -52,12 +55,15 @@ def _worker_main(conn, memory_limit_bytes: int | None, preload: tuple[str, ...],
     for name in preload:
         importlib.import_module(name)
     if memory_limit_bytes is not None:
-        # Headroom above the start-up footprint (the caller's main module may have imported JAX).
         limit = _vm_bytes() + memory_limit_bytes
         hard = resource.getrlimit(resource.RLIMIT_AS)[1]
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def _worker_main(conn, memory_limit_bytes: int | None, preload: tuple[str, ...], pdeathsig: bool):
+    worker_setup(memory_limit_bytes, preload, pdeathsig)
     conn.send(("ok", None))
     while True:
         try:
