@@ -7,7 +7,9 @@ CPU device per core, params replicated, rows split), times:
 1. `bare`: value and gradient of the completion tokens' mean negative log-prob;
 2. `loss`: value and gradient of the train step's own loss (`step._loss_fn`: the GRPO policy loss
    with its KL to a reference, entropy, ratio and clip metrics), no optimizer;
-3. `step`: the whole jitted train step (adds the gradient norm, AdamW, the non-finite guard, the
+3. `adamw`: the step's loss and gradient, then AdamW's update and apply (no gradient norm, no
+   non-finite guard), params and optimizer state donated;
+4. `step`: the whole jitted train step (adds the gradient norm, the non-finite guard, the
    metrics).
 Each line prints the time and its ratio to `bare`. With `--profile_dir`, one `step` call runs
 under `jax.profiler.trace` (open it with TensorBoard's profile plugin or Perfetto).
@@ -38,6 +40,7 @@ def main(argv):
     import jax  # noqa: PLC0415
     import jax.numpy as jnp  # noqa: PLC0415
     import numpy as np  # noqa: PLC0415
+    import optax  # noqa: PLC0415
 
     from rlvr_jax.models import config as config_lib  # noqa: PLC0415
     from rlvr_jax.models import params as params_lib  # noqa: PLC0415
@@ -99,6 +102,25 @@ def main(argv):
         out_shardings=((repl, repl), param_shd),
     )
     state_shd = state_lib.state_shardings(param_shd, optimizer)
+
+    def adamw_fn(p, o, b):
+        (_, _), g = jax.value_and_grad(lambda p_: loss_fn(p_, b), has_aux=True)(p)
+        updates, o = optimizer.update(g, o, p)
+        return optax.apply_updates(p, updates), o
+
+    adamw = jax.jit(
+        adamw_fn,
+        in_shardings=(param_shd, state_shd.opt_state, rows),
+        out_shardings=(param_shd, state_shd.opt_state),
+        donate_argnums=(0, 1),
+    )
+    opt_box = {"p": jax.device_put(host, param_shd)}
+    opt_box["o"] = jax.jit(optimizer.init, out_shardings=state_shd.opt_state)(opt_box["p"])
+
+    def run_adamw():
+        opt_box["p"], opt_box["o"] = adamw(opt_box["p"], opt_box["o"], batch)
+        return opt_box["p"]
+
     state = state_lib.make_init_state(optimizer, state_shd)(jax.device_put(host, param_shd))
     step = step_lib.make_train_step(
         model_cfg=cfg, objective=objective, optimizer=optimizer, shardings=state_shd
@@ -112,6 +134,7 @@ def main(argv):
     variants = {
         "bare": lambda: bare(params, batch),
         "loss": lambda: loss(params, batch),
+        "adamw": run_adamw,
         "step": run_step,
     }
     times = {}

@@ -172,14 +172,18 @@ def train_step(
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    updates, new_opt_state = optimizer.update(grads, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    # A NaN/inf loss or gradient leaves the state untouched (and is never checkpointed).
-    keep = lambda new, old: jnp.where(finite, new, old)
+    # A NaN/inf loss or gradient leaves the state untouched (and is never checkpointed). A cond
+    # rather than a `where` over every leaf: the update runs only when finite, in place.
+    def apply(operand):
+        params, opt_state, grads = operand
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    new_params, new_opt_state = jax.lax.cond(
+        finite, apply, lambda operand: operand[:2], (state.params, state.opt_state, grads)
+    )
     new_state = state_lib.TrainState(
-        step=state.step + finite.astype(jnp.int32),
-        params=jax.tree.map(keep, new_params, state.params),
-        opt_state=jax.tree.map(keep, new_opt_state, state.opt_state),
+        step=state.step + finite.astype(jnp.int32), params=new_params, opt_state=new_opt_state
     )
     metrics = {**metrics, **pre_stats}
     metrics.update(
