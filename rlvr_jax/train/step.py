@@ -172,6 +172,7 @@ def train_step(
 
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
     # A NaN/inf loss or gradient leaves the state untouched (and is never checkpointed). A cond
     # rather than a `where` over every leaf: the update runs only when finite, in place.
     def apply(operand):
