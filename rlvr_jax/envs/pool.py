@@ -16,7 +16,6 @@ import importlib
 import itertools
 import multiprocessing
 import multiprocessing.connection
-import signal
 import threading
 import time
 import traceback
@@ -149,10 +148,7 @@ class _Worker:
         self.start_deadline = time.monotonic() + START_TIMEOUT_S
 
     def exit_info(self) -> str:
-        self.proc.join(1.0)
-        if (code := self.proc.exitcode) is not None and code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+        return rewards_pool.exit_info(self.proc)
 
     def kill(self):
         self.proc.kill()

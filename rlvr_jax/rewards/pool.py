@@ -62,6 +62,14 @@ def worker_setup(memory_limit_bytes: int | None, preload: tuple[str, ...], pdeat
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def exit_info(proc) -> str:
+    """How a worker process ended ("killed by SIGSEGV", "exit code 3"), after a short join."""
+    proc.join(1.0)
+    if (code := proc.exitcode) is not None and code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
 def _worker_main(conn, memory_limit_bytes: int | None, preload: tuple[str, ...], pdeathsig: bool):
     worker_setup(memory_limit_bytes, preload, pdeathsig)
     conn.send(("ok", None))
@@ -123,10 +131,7 @@ class _Worker:
             self.loaded.add(fn_key)
 
     def exit_info(self) -> str:
-        self.proc.join(1.0)
-        if (code := self.proc.exitcode) is not None and code < 0:
-            return f"killed by {signal.Signals(-code).name}"
-        return f"exit code {code}"
+        return exit_info(self.proc)
 
     def kill(self):
         """SIGKILL, reap, release the pipe; idempotent. Only the thread holding it calls this."""
