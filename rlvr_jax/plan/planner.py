@@ -185,8 +185,7 @@ def _train_phase(
     mem = (
         *k.resident,
         ("batch", batch),
-        ("gradient accumulator", k.params),
-        ("activations / grads working set", temp - k.params),
+        ("activations / gradients working set", temp),
     )
     r = int(cfg.remat)
     f = (6 + 2 * r) * b * T * k.matmul_params + (3 + r) * k.attention_flops(b, T, T)
