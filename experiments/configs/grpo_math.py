@@ -96,7 +96,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Supervised warm start on a noisy corpus: 60% of the worked solutions stop without a final
     # answer, as unfiltered corpora do; RL then has to learn to conclude (see README).
     c.warm_start = dict(
-        steps=600, batch_size=32, lr=3e-3, warmup_steps=20, slip_frac=0.0, unanswered_frac=0.6
+        steps=600,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=20,
+        slip_frac=0.0,
+        unanswered_frac=0.6,
+        group_by_length=False,  # True: each step's rows from one length group (less padding)
     )
     c.eval = dict(every=10, num_prompts=64, k=4)  # steps; held-out prompts; samples per prompt
     c.ckpt = dict(

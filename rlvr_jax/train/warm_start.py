@@ -40,6 +40,9 @@ class WarmStartConfig:
     # share that stops without a final answer, and the share of the rest with an arithmetic slip.
     unanswered_frac: float = 0.0
     slip_frac: float = 0.0
+    # True: each step's rows come from one group of similar lengths, padded to that group's
+    # bucket pair (`length_groups`), instead of every step padded to the longest row.
+    group_by_length: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +104,51 @@ def sft_shape(
     return Tp, sampling.bucket(max(len(r.completion) for r in rows), buckets, "solution")
 
 
+def length_groups(
+    rows: Sequence[SFTRow], buckets: Sequence[int], batch_size: int
+) -> list[tuple[tuple[int, int], list[int]]]:
+    """Row indices grouped by their own (prompt, completion) bucket pair, as [(shape, indices)].
+
+    A group with fewer than `batch_size` rows joins the next larger one (in padded tokens), which
+    pads to the elementwise max of the two shapes; so a step compiles once per group, and a batch
+    drawn from one group pads each row to at most its group's shape.
+    """
+    by_shape: dict[tuple[int, int], list[int]] = {}
+    for i, r in enumerate(rows):
+        key = (
+            sampling.bucket(len(r.prompt), buckets, "prompt"),
+            sampling.bucket(len(r.completion), buckets, "solution"),
+        )
+        by_shape.setdefault(key, []).append(i)
+    groups: list[tuple[tuple[int, int], list[int]]] = []
+    carry_shape, carry = (0, 0), []
+    for shape in sorted(by_shape, key=lambda s: (s[0] + s[1], s)):
+        carry_shape = (max(carry_shape[0], shape[0]), max(carry_shape[1], shape[1]))
+        carry = carry + by_shape[shape]
+        if len(carry) >= batch_size:
+            groups.append((carry_shape, carry))
+            carry_shape, carry = (0, 0), []
+    if carry:  # the longest rows, too few for a batch: into the last group
+        if not groups:
+            return [(carry_shape, carry)]
+        shape, idx = groups.pop()
+        groups.append(((max(shape[0], carry_shape[0]), max(shape[1], carry_shape[1])), idx + carry))
+    return groups
+
+
+def draw(
+    groups: Sequence[tuple[tuple[int, int], list[int]]], batch_size: int, rng: np.random.Generator
+) -> tuple[tuple[int, int], np.ndarray]:
+    """One step's (shape, row indices): a group drawn in proportion to its rows (so every row is
+    as likely as without groups), then `batch_size` distinct rows of it."""
+    g = 0
+    if len(groups) > 1:
+        sizes = np.asarray([len(idx) for _, idx in groups], np.float64)
+        g = int(rng.choice(len(groups), p=sizes / sizes.sum()))
+    shape, members = groups[g]
+    return shape, rng.choice(members, size=batch_size, replace=False)
+
+
 def run(
     params: params_lib.Params,
     tok: tokenizer_lib.Tokenizer,
@@ -155,11 +203,14 @@ def run(
     step = step_lib.make_sft_step(model_cfg=model_cfg, optimizer=opt, shardings=shardings)
     if mesh is not None:
         shards, row_shd = mesh_lib.batch_size_of(mesh), mesh_lib.batch_sharding(mesh)
-    shape = sft_shape(rows, buckets)
+    if cfg.group_by_length:
+        groups = length_groups(rows, buckets, cfg.batch_size)
+    else:
+        groups = [(sft_shape(rows, buckets), list(range(len(rows))))]
     rng = np.random.default_rng(seed)
     losses = []
     for i in range(cfg.steps):
-        idx = rng.choice(len(rows), size=cfg.batch_size, replace=False)
+        shape, idx = draw(groups, cfg.batch_size, rng)
         batch = sft_batch([rows[j] for j in idx], tok.pad_id, shape)
         if mesh is not None:
             # Empty rows up to a multiple of the batch shards: the loss is a token mean, so they
