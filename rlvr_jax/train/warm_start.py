@@ -220,5 +220,9 @@ def run(
         state, metrics = step(state, batch)
         losses.append(float(jax.device_get(metrics["warm/loss"])))
         if log_every and (i + 1) % log_every == 0:
-            print(f"warm start {i + 1}/{cfg.steps}: loss {losses[-1]:.3f}", flush=True)
+            mean = float(np.mean(losses[-log_every:]))
+            print(
+                f"warm start {i + 1}/{cfg.steps}: loss {mean:.3f} (mean of the last {log_every})",
+                flush=True,
+            )
     return state.params, losses
