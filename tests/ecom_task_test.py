@@ -16,6 +16,8 @@ from rlvr_jax.models import tokenizer as tokenizer_lib
 from rlvr_jax.rollout import multi_turn
 from rlvr_jax.tasks import config as task_config
 from rlvr_jax.tasks import ecom
+from rlvr_jax.train import run_config
+from rlvr_jax.train import setup as setup_lib
 
 
 def _task(**ecom_kw):
@@ -104,6 +106,20 @@ def test_config_errors():
     c.ecom.tau_acc = 1.5
     with pytest.raises(ConfigError, match="ecom"):
         experiment.from_configdict(c)
+    c = ecom_rlve.get_config(None)
+    c.model.init_from = "/some/checkpoint"
+    with pytest.raises(ConfigError, match="model.rope_theta"):
+        run_config.validate(experiment.from_configdict(c))
+
+
+def test_preset_takes_the_configured_rope_base_and_the_tokenizer_vocabulary():
+    c = ecom_rlve.get_config(None)
+    model_cfg, tok = setup_lib.load_model(experiment.from_configdict(c))
+    assert model_cfg.rope_theta == c.model.rope_theta == 1e4
+    assert model_cfg.vocab_size == tok.vocab_size == 1024
+    c.model.rope_theta = 0.0  # the preset's own
+    model_cfg, _ = setup_lib.load_model(experiment.from_configdict(c))
+    assert model_cfg.rope_theta == 1e6
 
 
 def test_short_run_trains_through_the_pool(tmp_path):

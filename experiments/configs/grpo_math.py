@@ -35,6 +35,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         param_dtype="float32",
         compute_dtype="float32",
         remat=False,
+        rope_theta=0.0,  # a preset's RoPE base (0: the preset's own); a checkpoint keeps its own
     )
     c.data = dict(
         source="synthetic",  # synthetic | gsm8k | math | answer (MATH-500/AIME jsonl) | parquet

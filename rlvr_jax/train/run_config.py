@@ -50,6 +50,8 @@ class ModelSection:
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
     remat: bool = False
+    # A preset's RoPE base (0: the preset's own, 1e6 Qwen2-style). A checkpoint keeps its own.
+    rope_theta: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -273,6 +275,11 @@ def validate(cfg: RunConfig, processes: int = 1) -> None:
             )
     if cfg.eval.k < 1 or cfg.eval.num_prompts < 1:
         raise ConfigError("eval.k and eval.num_prompts must be >= 1")
+    if cfg.model.rope_theta < 0 or (cfg.model.rope_theta and cfg.model.init_from):
+        raise ConfigError(
+            f"model.rope_theta={cfg.model.rope_theta}: a preset's RoPE base must be > 0, and a "
+            "checkpoint (model.init_from) keeps its own"
+        )
     for key in ("slip_frac", "unanswered_frac"):
         value = getattr(cfg.warm_start, key)
         if cfg.warm_start.steps and value and cfg.data.source != "synthetic":

@@ -69,6 +69,8 @@ def load_model(
             except (FileNotFoundError, ValueError) as e:
                 raise ConfigError(f"model.tokenizer={cfg.model.tokenizer!r}: {e}") from None
             model_cfg = dataclasses.replace(model_cfg, vocab_size=tok.vocab_size)
+        if cfg.model.rope_theta:
+            model_cfg = dataclasses.replace(model_cfg, rope_theta=cfg.model.rope_theta)
     if tok.vocab_size > model_cfg.vocab_size:
         raise ConfigError(
             f"tokenizer has {tok.vocab_size} tokens but model.vocab_size={model_cfg.vocab_size}"
