@@ -54,8 +54,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         eps_low=0.2,
         eps_high=0.28,  # clip-higher
         dual_clip=config_dict.placeholder(float),
-        # ppo_clip | kl_cov | clip_cov (docs/rlif.md); ratios are shares of the valid tokens
+        # ppo_clip | kl_cov | clip_cov (docs/rlif.md); ratios are shares of the valid tokens;
+        # gspo (eps 3e-4 / 4e-4, loss_agg seq_mean_token_mean) | cispo (docs/mismatch.md)
         policy_loss="ppo_clip",
+        # Sampler/trainer mismatch: none | token_tis | seq_tis | token_mis (IcePop) | seq_mis
+        rollout_correction="none",
+        rollout_clip_low=0.5,  # MIS / IcePop lower bound on pi_old / mu (TIS ignores it)
+        rollout_clip_high=2.0,  # TIS cap and MIS / IcePop upper bound
         kl_cov_ratio=0.002,
         kl_cov_coef=1.0,
         clip_cov_ratio=0.0002,
@@ -83,6 +88,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         slots=64,
         decode_chunk=8,
         prefill_chunk=256,
+        compute_dtype="",  # the sampler's activations: "" the model's own, or "bfloat16"
     )
     c.opt = dict(
         lr=1e-4,  # RL learning rate (3e-4 oscillated and 1e-3 collapsed on the tiny task)

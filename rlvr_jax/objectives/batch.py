@@ -19,6 +19,10 @@ class TrainBatch:
     old_logps_BxTc: jax.Array  # float32: the sampler's log-probs (behaviour policy)
     adv_BxTc: jax.Array  # float32
     ref_logps_BxTc: jax.Array | None = None  # float32, only when beta > 0
+    # The trainer's log-probs at the rollout weights (pi_old), from one recompute pass before the
+    # first of several updates (objectives/mismatch.py; only with rl.rollout_correction and
+    # rl.num_updates > 1). None: pi_old is the loss's own forward, sg[log pi_theta].
+    trainer_logps_BxTc: jax.Array | None = None  # float32
     # DistIL: the feedback-conditioned teacher's top-k tokens and renormalised probabilities.
     teacher_ids_BxTcxK: jax.Array | None = None  # int32
     teacher_probs_BxTcxK: jax.Array | None = None  # float32

@@ -1,7 +1,8 @@
 """The token-level policy loss: PPO clipped surrogate with DAPO's asymmetric clip and an optional
-dual clip, or KL-Cov / Clip-Cov (`RLConfig.policy_loss`), a KL penalty to a reference policy, an
-entropy bonus, and the masked aggregation modes (docs/grpo.md, docs/rlif.md). Also float32 log-prob
-and entropy helpers over logits.
+dual clip, KL-Cov / Clip-Cov, GSPO or CISPO (`RLConfig.policy_loss`), the sampler/trainer mismatch
+correction (`RLConfig.rollout_correction`, objectives/mismatch.py), a KL penalty to a reference
+policy, an entropy bonus, and the masked aggregation modes (docs/grpo.md, docs/rlif.md,
+docs/mismatch.md). Also float32 log-prob and entropy helpers over logits.
 """
 
 # pylint: disable=invalid-name
@@ -11,7 +12,7 @@ import chex
 import jax
 import jax.numpy as jnp
 
-from rlvr_jax.objectives import cov, rl_config
+from rlvr_jax.objectives import cov, mismatch, rl_config
 
 
 def token_logps(logits_BxTxV: jax.Array, tokens_BxT: jax.Array) -> jax.Array:
@@ -94,10 +95,17 @@ def policy_loss(
     ref_logps_BxT: jax.Array | None = None,
     entropy_BxT: jax.Array | None = None,
     key: jax.Array | None = None,
+    trainer_logps_BxT: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The scalar loss to minimise, and float32 metrics (masked token means unless noted).
 
-    Per token, with rho = exp(logp - old_logp), by rl.policy_loss:
+    old_logps are the sampler's log-probs mu. pi_old is `trainer_logps` (the trainer at the
+    rollout weights, recomputed once before several updates) or, if None, sg[logps] (one update:
+    the loss's own forward is at the rollout weights). With rl.rollout_correction="none" the ratio
+    is rho = exp(logp - log mu) (bypass); otherwise it is decoupled, rho = exp(logp - log pi_old),
+    and the token loss pg below is multiplied by mismatch.weights(pi_old, mu) (docs/mismatch.md).
+
+    Per token, by rl.policy_loss:
       ppo_clip (PPO, Schulman et al. 2017; DAPO clip-higher):
         pg = -min(rho * A, clip(rho, 1 - eps_low, 1 + eps_high) * A)
         pg = min(pg, c * |A|) where A < 0, if rl.dual_clip = c (Ye et al. 2020, arXiv 1912.09729)
@@ -105,14 +113,20 @@ def policy_loss(
         kl_cov_coef * |logp - old_logp| on the cov.kl_cov_select tokens
       clip_cov: ppo_clip's pg, zeroed (no gradient) on the cov.clip_cov_select tokens (random by
         `key`, which clip_cov needs)
+      gspo (GSPO-token, Zheng et al. 2025, arXiv 2507.18071; verl): ppo_clip's pg (no dual clip)
+        with rho replaced by s_t = exp(min(sg[mean_t log rho] + logp - sg[logp], 10)), the
+        length-normalised sequence ratio carrying each token's gradient
+      cispo (MiniMax-M1, arXiv 2506.13585): pg = -sg[clip(rho, 1 - eps_low, 1 + eps_high)] * A *
+        logp, so no token loses its gradient
       loss = pg + beta * KL_est(pi_theta || pi_ref) - entropy_coef * entropy
     reduced by `aggregate(., mask, rl.loss_agg, rl.norm_len)`. old_logps, adv and ref_logps are
     constants (stop-gradient). Metrics: rl/clip_frac (= clip_frac_low + clip_frac_high: tokens
-    whose PPO clip is active, i.e. A > 0 and rho > 1 + eps_high, or A < 0 and rho < 1 - eps_low),
-    rl/dual_clip_frac (if dual_clip), rl/approx_kl (k3 estimate of KL(pi_old || pi_theta)),
-    rl/ratio_mean, rl/ratio_max and rl/log_ratio_abs_max (over unmasked tokens), rl/pg_loss
-    (aggregated like the loss), rl/kl (whenever ref_logps is given), rl/entropy (whenever entropy
-    is given), rl/kl_cov_frac or rl/clip_cov_frac (the share of tokens selected).
+    whose clip is active, i.e. A > 0 and rho > 1 + eps_high, or A < 0 and rho < 1 - eps_low; for
+    cispo any A), rl/dual_clip_frac (if dual_clip), rl/approx_kl (k3 estimate of KL(pi_old ||
+    pi_theta)), rl/ratio_mean, rl/ratio_max (s for gspo) and rl/log_ratio_abs_max (over unmasked
+    tokens), rl/pg_loss (aggregated like the loss), rl/kl (whenever ref_logps is given),
+    rl/entropy (whenever entropy is given), rl/kl_cov_frac or rl/clip_cov_frac (the share of
+    tokens selected), mismatch.metrics (always) and mismatch.weights' (with a correction).
     """
     chex.assert_rank(logps_BxT, 2)
     chex.assert_equal_shape([logps_BxT, old_logps_BxT, adv_BxT, mask_BxT])
@@ -133,18 +147,29 @@ def policy_loss(
 
     sg = jax.lax.stop_gradient
     logps_BxT = clean(logps_BxT)
-    old_logps_BxT = sg(clean(old_logps_BxT))
+    sampler_logps_BxT = sg(clean(old_logps_BxT))
     adv_BxT = sg(clean(adv_BxT))
+    # pi_old: the trainer at the rollout weights (recomputed, or this very forward).
+    pi_old_BxT = sg(logps_BxT if trainer_logps_BxT is None else clean(trainer_logps_BxT))
+    decoupled = rl.rollout_correction != "none"
+    old_logps_BxT = pi_old_BxT if decoupled else sampler_logps_BxT
 
     ratio_BxT = jnp.exp(logps_BxT - old_logps_BxT)
+    if rl.policy_loss == "gspo":  # the sequence's mean log-ratio, each token's own gradient
+        n_B = jnp.maximum(jnp.sum(mask_BxT, axis=1), 1).astype(jnp.float32)
+        seq_B = jnp.sum(logps_BxT - old_logps_BxT, axis=1) / n_B  # padding is 0 - 0
+        log_s_BxT = sg(seq_B)[:, None] + logps_BxT - sg(logps_BxT)
+        ratio_BxT = jnp.exp(jnp.minimum(log_s_BxT, 10.0))  # verl's cap
     clipped_BxT = jnp.clip(ratio_BxT, 1.0 - rl.eps_low, 1.0 + rl.eps_high)
-    extra = {}
+    extra = mismatch.metrics(pi_old_BxT, sampler_logps_BxT, mask_BxT)
     if rl.policy_loss == "kl_cov":  # verl's KL-Cov replaces the clipped surrogate entirely
         selected_BxT = cov.kl_cov_select(logps_BxT, adv_BxT, mask_BxT, rl.kl_cov_ratio)
         # where before abs: unselected slots carry neither value nor gradient.
         penalty_BxT = jnp.abs(jnp.where(selected_BxT, logps_BxT - old_logps_BxT, 0.0))
         pg_BxT = -adv_BxT * ratio_BxT + rl.kl_cov_coef * penalty_BxT
         extra["rl/kl_cov_frac"] = tok_mean(selected_BxT)
+    elif rl.policy_loss == "cispo":  # a clipped, constant weight on REINFORCE's log-prob
+        pg_BxT = -sg(clipped_BxT) * adv_BxT * logps_BxT
     else:
         unclipped_BxT = -adv_BxT * ratio_BxT
         pg_BxT = jnp.maximum(unclipped_BxT, -adv_BxT * clipped_BxT)
@@ -166,10 +191,15 @@ def policy_loss(
             )
             pg_BxT = jnp.where(detached_BxT, 0.0, pg_BxT)
             extra["rl/clip_cov_frac"] = tok_mean(detached_BxT)
+    if decoupled:  # the mismatch weight multiplies the already-clipped token loss
+        w_BxT, w_metrics = mismatch.weights(pi_old_BxT, sampler_logps_BxT, mask_BxT, rl=rl)
+        pg_BxT = pg_BxT * w_BxT
+        extra.update(w_metrics)
     loss_BxT = pg_BxT
 
-    high_BxT = (ratio_BxT > 1.0 + rl.eps_high) & (adv_BxT > 0)
-    low_BxT = (ratio_BxT < 1.0 - rl.eps_low) & (adv_BxT < 0)
+    any_sign = rl.policy_loss == "cispo"  # CISPO clips its weight whatever the advantage's sign
+    high_BxT = (ratio_BxT > 1.0 + rl.eps_high) & ((adv_BxT > 0) | any_sign)
+    low_BxT = (ratio_BxT < 1.0 - rl.eps_low) & ((adv_BxT < 0) | any_sign)
     metrics = {
         "rl/clip_frac": tok_mean(high_BxT | low_BxT),
         "rl/clip_frac_low": tok_mean(low_BxT),

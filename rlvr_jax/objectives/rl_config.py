@@ -11,7 +11,10 @@ from rlvr_jax.values import is_int, is_num
 ADV_ESTIMATORS = ("grpo", "dr_grpo", "rloo")
 KL_ESTIMATORS = ("k1", "k2", "k3", "k3+")
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
-POLICY_LOSSES = ("ppo_clip", "kl_cov", "clip_cov")
+POLICY_LOSSES = ("ppo_clip", "kl_cov", "clip_cov", "gspo", "cispo")
+# Sampler/trainer mismatch corrections (docs/mismatch.md): truncated (TIS) or masked (MIS, which is
+# IcePop at token level) importance weights pi_old / mu, per token or per sequence.
+ROLLOUT_CORRECTIONS = ("none", "token_tis", "seq_tis", "token_mis", "seq_mis")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -21,6 +24,9 @@ class RLConfig:
     Defaults are GRPO with a symmetric PPO clip and no KL term (beta=0: no reference model). DAPO is
     `eps_high=0.28, loss_agg="token_mean", dynamic_sampling=True` plus an overlong option; Dr. GRPO
     is `adv_estimator="dr_grpo", loss_agg="seq_mean_token_sum_norm", norm_len=<max completion len>`.
+    GSPO is `policy_loss="gspo", eps_low=3e-4, eps_high=4e-4, loss_agg="seq_mean_token_mean"`
+    (the aggregation is validated, not forced); CISPO is `policy_loss="cispo", eps_low=10,
+    eps_high=0.2` (verl's example: no lower bound, cap 1.2; TRL's absolute cap c is eps_high=c-1).
     """
 
     group_size: int = 8  # G, completions per prompt
@@ -33,7 +39,18 @@ class RLConfig:
     # The token loss, one of POLICY_LOSSES (docs/rlif.md): the PPO clip; KL-Cov (no clip, a
     # |logp - old_logp| penalty on the top-covariance tokens); Clip-Cov (the PPO clip, a random
     # share of the tokens with covariance in (lb, ub) detached). Defaults: the paper's recipes.
+    # gspo: GSPO-token, the length-normalised sequence ratio, clipped; cispo: the clipped ratio
+    # as a constant weight on -A * logp, every token keeps its gradient (docs/mismatch.md).
     policy_loss: str = "ppo_clip"
+    # Sampler/trainer mismatch correction, one of ROLLOUT_CORRECTIONS (docs/mismatch.md). "none"
+    # keeps the ratio pi_theta / mu against the sampler's log-probs (bypass). Any other value makes
+    # the ratio decoupled, pi_theta / pi_old (the trainer at the rollout weights), and multiplies
+    # each token's clipped loss by a stop-gradient weight from pi_old / mu: *_tis truncates it at
+    # rollout_clip_high, *_mis (token_mis is IcePop) zeroes it outside
+    # [rollout_clip_low, rollout_clip_high].
+    rollout_correction: str = "none"
+    rollout_clip_low: float = 0.5  # MIS / IcePop lower bound (TIS ignores it, as verl and TRL)
+    rollout_clip_high: float = 2.0  # TIS cap C and MIS / IcePop upper bound
     kl_cov_ratio: float = 0.002  # share of the valid tokens KL-Cov penalises
     kl_cov_coef: float = 1.0  # weight of |logp - old_logp| on them (verl's ppo_kl_coef)
     clip_cov_ratio: float = 0.0002  # share of the valid tokens Clip-Cov detaches
@@ -61,9 +78,13 @@ class RLConfig:
             ("kl_estimator", KL_ESTIMATORS),
             ("loss_agg", LOSS_AGGS),
             ("policy_loss", POLICY_LOSSES),
+            ("rollout_correction", ROLLOUT_CORRECTIONS),
         ):
             if getattr(self, name) not in options:
-                fail(name, f"is not one of {options}")
+                hint = ""
+                if name == "rollout_correction" and "icepop" in str(getattr(self, name)):
+                    hint = " (IcePop is 'token_mis'; its sequence form is 'seq_mis')"
+                fail(name, f"is not one of {options}{hint}")
         for name in ("dynamic_sampling", "overlong_filter", "overlong_penalty"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be a bool")
@@ -76,7 +97,7 @@ class RLConfig:
             fail("group_size", "must be an int >= 1")
         if self.adv_estimator == "rloo" and self.group_size < 2:
             fail("group_size", "must be >= 2 for adv_estimator='rloo' (leave-one-out baseline)")
-        if self.eps_low >= 1:
+        if self.eps_low >= 1 and self.policy_loss != "cispo":
             fail("eps_low", "must be < 1 (the lower clip bound 1 - eps_low must be positive)")
         if self.dual_clip is not None and (not is_num(self.dual_clip) or self.dual_clip <= 1):
             fail("dual_clip", "must be None or a number > 1")
@@ -92,8 +113,18 @@ class RLConfig:
                 fail(name, "must be a finite number")
         if self.clip_cov_ub <= self.clip_cov_lb:
             fail("clip_cov_ub", f"must be > clip_cov_lb={self.clip_cov_lb!r}")
-        if self.policy_loss == "kl_cov" and self.dual_clip is not None:
-            fail("dual_clip", "must be None with policy_loss='kl_cov' (KL-Cov has no clip)")
+        if self.policy_loss in ("kl_cov", "gspo", "cispo") and self.dual_clip is not None:
+            fail("dual_clip", f"must be None with policy_loss={self.policy_loss!r} (PPO clip only)")
+        if self.policy_loss == "gspo" and self.loss_agg != "seq_mean_token_mean":
+            fail("loss_agg", "must be 'seq_mean_token_mean' with policy_loss='gspo' (as verl)")
+        for name in ("rollout_clip_low", "rollout_clip_high"):
+            if not is_num(getattr(self, name)) or getattr(self, name) < 0:
+                fail(name, "must be a finite number >= 0")
+        # The band must hold on-policy tokens, whose weight is 1.
+        if self.rollout_clip_low > 1:
+            fail("rollout_clip_low", "must be <= 1 (an on-policy token's weight is 1)")
+        if self.rollout_clip_high < 1:
+            fail("rollout_clip_high", "must be >= 1 (an on-policy token's weight is 1)")
         if not is_int(self.num_updates) or self.num_updates < 1:
             fail("num_updates", "must be an int >= 1")
         if not is_int(self.max_resample_rounds) or self.max_resample_rounds < 0:

@@ -33,6 +33,7 @@ from rlvr_jax.objectives import dapo, hooks, reference
 from rlvr_jax.objectives import delta as delta_lib
 from rlvr_jax.objectives import distil as distil_lib
 from rlvr_jax.objectives import forward as forward_lib
+from rlvr_jax.objectives import mismatch as mismatch_lib
 from rlvr_jax.objectives import objective as objective_lib
 from rlvr_jax.objectives import opd as opd_lib
 from rlvr_jax.objectives import rlif as rlif_lib
@@ -280,6 +281,15 @@ def make_hooks(run: Run, log: Callable[[str], None]) -> tuple[hooks.Hook, ...]:
         out.append(
             delta_lib.DeltaOnce(delta_fn, run.rows_multiple, run.mesh, rollout_types.pad_rows)
         )
+    if rl.rollout_correction != "none" and rl.num_updates > 1:  # pi_old, before any update
+        out.append(
+            mismatch_lib.TrainerLogps(
+                logps_fn(run.model_cfg, run.param_shd),
+                run.rows_multiple,
+                run.mesh,
+                rollout_types.pad_rows,
+            )
+        )
     if rl.needs_reference:
         ref_params = _reference_params(run, log)
         out.append(reference.ReferenceLogps(ref_params, logps_fn(run.model_cfg, run.param_shd)))
@@ -301,7 +311,7 @@ def evaluator(run: Run, engine=None):
     return eval_lib.Evaluator(
         run.tok,
         run.task.test[: cfg.eval.num_prompts],
-        model_cfg=run.model_cfg,
+        model_cfg=sampler_model_cfg(run),
         system=cfg.system,
         sampling_cfg=run.sampling_cfg,
         k=cfg.eval.k,
@@ -316,7 +326,7 @@ def engine(run: Run):
         engine_cfg = _engine_config(run, force=True)
         return multi_turn.MultiTurn(
             run.tok,
-            run.model_cfg,
+            sampler_model_cfg(run),
             run.cfg.rl.group_size,
             engine_cfg=engine_cfg,
             mt=run.cfg.multi_turn,
@@ -325,12 +335,19 @@ def engine(run: Run):
         )
     return single_turn.SingleTurn(
         tok=run.tok,
-        model_cfg=run.model_cfg,
+        model_cfg=sampler_model_cfg(run),
         G=run.cfg.rl.group_size,
         system=run.cfg.system,
         mesh=run.sampler_mesh,
         continuous=_continuous(run),
     )
+
+
+def sampler_model_cfg(run: Run) -> config_lib.ModelConfig:
+    """The model config every sampler of the run decodes with (rollouts and evaluation): the
+    policy's, in `sampling.compute_dtype` when set (e.g. bf16 against a float32 trainer)."""
+    dtype = run.cfg.sampling.compute_dtype
+    return dataclasses.replace(run.model_cfg, compute_dtype=dtype) if dtype else run.model_cfg
 
 
 def _continuous(run: Run) -> single_turn.Continuous | None:

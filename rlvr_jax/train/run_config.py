@@ -95,10 +95,17 @@ class SamplingSection:
     slots: int = 64  # continuous: rows decoded together
     decode_chunk: int = 8  # continuous: decode steps between host checks
     prefill_chunk: int = 256  # continuous: prompt tokens per prefill call (a power of two)
+    # The sampler's activation dtype ("": the model's own, model.compute_dtype). "bfloat16" samples
+    # in bf16 against the trainer's dtype: a sampler/trainer mismatch (docs/mismatch.md).
+    compute_dtype: str = ""
 
     def __post_init__(self):
         if self.engine not in ("static", "continuous"):
             raise ValueError(f"engine={self.engine!r}: one of 'static', 'continuous'")
+        if self.compute_dtype not in ("", "float32", "bfloat16"):  # models.config.DTYPES
+            raise ValueError(
+                f"compute_dtype={self.compute_dtype!r}: one of '', 'float32', 'bfloat16'"
+            )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -73,6 +73,7 @@ def _loss_fn(
         ref_logps_BxT=mb.ref_logps_BxTc,
         entropy_BxT=fwd.entropy_BxTc,
         key=key,
+        trainer_logps_BxT=mb.trainer_logps_BxTc,
     )
     for term in objective.terms:  # e.g. DistIL's forward CE to the teacher
         loss, m = term.loss(fwd, mb, loss, G=rl.group_size)
