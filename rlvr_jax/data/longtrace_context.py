@@ -32,7 +32,11 @@ SOURCE = "longtrace"
 # A start entity belongs to the test split iff sha256(name) lands in bucket 0 of 8: train and test
 # never share a walk (nor a start), whatever the seeds and sizes.
 TEST_BUCKETS = 8
-INSTRUCTION = "Answer with just the name. Put it on the last line in the form: Answer: <name>"
+# The chain line is what the entity rubric reads; the answer line is what the outcome reads.
+INSTRUCTION = (
+    "Write the chain of entities you followed as Chain: A -> B -> ..., then the answer on the "
+    "last line as Answer: <name>"
+)
 _MAX_FAILED_WALKS = 2000
 
 CountTokens = Callable[[str], int]

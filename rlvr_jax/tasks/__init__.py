@@ -20,6 +20,7 @@ KINDS = {
     "rubric": ("rlvr_jax.tasks.rubric", "RubricTask"),
     "reasoning_gym": ("rlvr_jax.tasks.reasoning_gym", "ReasoningGymTask"),
     "ecom": ("rlvr_jax.tasks.ecom", "EcomTask"),
+    "longtrace": ("rlvr_jax.tasks.longtrace", "LongTraceTask"),
 }
 # data.source -> kind
 SOURCES = {
@@ -28,6 +29,7 @@ SOURCES = {
     "rubric": "rubric",
     "reasoning_gym": "reasoning_gym",
     "ecom": "ecom",
+    "longtrace": "longtrace",
 }
 
 

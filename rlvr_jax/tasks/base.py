@@ -106,6 +106,14 @@ class Task:
         del verdicts
         return {}
 
+    def eval_metrics(
+        self, examples: Sequence[data_types.Example], verdicts: Sequence[Any]
+    ) -> dict[str, float]:
+        """Held-out metrics beyond the evaluator's own (e.g. accuracy per group), from the
+        greedy pass's examples and verdicts, one each (this process's share on a mesh)."""
+        del examples, verdicts
+        return {}
+
     def state_to_record(self, state: Any) -> dict[str, Any]:
         """The shaping state as JSON entries of the checkpoint record ({} when stateless)."""
         del state

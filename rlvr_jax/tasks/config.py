@@ -90,6 +90,24 @@ class EcomSection:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class LongTraceSection:
+    """LongTraceRL's data and rubric reward (rlvr_jax/tasks/longtrace.py, docs/longtrace.md)."""
+
+    format: str = "synthetic"  # synthetic (the embedded knowledge graph) | jsonl (data.*_files)
+    num_entities: int = 6000  # the synthetic graph's entities
+    graph_seed: int = 0
+    min_hops: int = 2  # walk lengths, uniform in [min_hops, max_hops]
+    max_hops: int = 8
+    context_tokens: int = 2048  # packed context per RL / held-out prompt, policy tokens
+    tier1_ratio: float = 0.5  # share of distractor documents from Tier-1 (confusable)
+    # positive_only (the paper) | negative_only | ungated | outcome (rewards/longtrace.py)
+    combination: str = "positive_only"
+    rubric_eta: float = 0.3  # the rubric's weight eta
+    warm_examples: int = 2000  # short-context questions for the warm start (0: none)
+    warm_distractors: int = 2  # distractor documents beside their gold ones
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class TaskConfig:
     """What a task reads of the run config."""
 
@@ -99,3 +117,4 @@ class TaskConfig:
     code: CodeSection = CodeSection()
     rubric: RubricSection = RubricSection()
     ecom: EcomSection = EcomSection()
+    longtrace: LongTraceSection = LongTraceSection()

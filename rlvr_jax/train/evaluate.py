@@ -36,6 +36,7 @@ class Evaluator:
         sampling_cfg: sampling.SamplingConfig,
         k: int,
         mesh: Mesh | None = None,
+        breakdown: Callable[[list, list], dict[str, float]] | None = None,
     ):
         examples = list(examples)
         if mesh is not None:  # this process's share (setup.validate checks that it divides)
@@ -43,6 +44,8 @@ class Evaluator:
             examples = examples[jax.process_index() * n : (jax.process_index() + 1) * n]
         self.tok, self.examples, self.model_cfg = tok, examples, model_cfg
         self.system, self.sampling_cfg, self.k, self.mesh = system, sampling_cfg, k, mesh
+        # The task's own held-out metrics of the greedy pass (Task.eval_metrics), e.g. per group.
+        self.breakdown = breakdown
 
     def __call__(
         self, params: params_lib.Params, key: jax.Array, score_fn: Callable
@@ -74,7 +77,9 @@ class Evaluator:
         )
         correct_PxK = rows["correct_PxK"]
         c_P = correct_PxK.sum(axis=1)
+        extra = self.breakdown(greedy.examples, greedy.verdicts) if self.breakdown else {}
         return {
+            **extra,
             "eval/greedy_acc": float(rows["greedy_P"].mean()),
             "eval/pass@1": float(correct_PxK.mean()),
             f"eval/pass@{self.k}": float(

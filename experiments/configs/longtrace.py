@@ -1,0 +1,67 @@
+"""LongTraceRL: multi-hop questions over the embedded knowledge graph, packed with tiered
+distractors into long contexts; the entity rubric rewards evidence on correct answers
+(rlvr_jax/tasks/longtrace.py, docs/longtrace.md).
+
+Run:    python experiments/longtrace.py --workdir=/tmp/longtrace
+        python experiments/longtrace.py --workdir=DIR \
+            --config=experiments/configs/longtrace.py:combination=outcome
+        python experiments/longtrace.py --workdir=DIR \
+            --config=experiments/configs/longtrace.py:preset=qwen3_8b_base,context=131072 \
+            --config.model.init_from=/ckpt/Qwen3-4B-Thinking-2507 \
+            --config.longtrace.format=jsonl --config.warm_start.steps=0 \
+            --config.data.train_files='("/data/longtracerl/train.jsonl",)' \
+            --config.data.eval_files='("/data/longtracerl/test.jsonl",)'
+Args:   preset=<grpo_math preset> (tiny: the CPU default), combination=positive_only |
+        negative_only | ungated | outcome (the ablation's arms), context=<tokens per RL prompt>.
+The tiny default: a ~1M-parameter model with the embedded tokenizer, a warm start on the same
+kind of questions with short contexts (gold documents and two distractors), then GRPO on contexts
+packed to `context` tokens. Held-out greedy accuracy by hop count and by distractor tier, and the
+rubric share on correct answers, every eval.every steps.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from experiments.configs import common, grpo_math
+from rlvr_jax.data import longtrace_tokenizer
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    arg = common.parse_arg(arg, preset="tiny", combination="positive_only", context=2048)
+    c = grpo_math.get_config(arg["preset"])
+    c.data.update(source="longtrace", train_size=2000, eval_size=112, system="")
+    c.longtrace = dict(
+        format="synthetic",  # or jsonl: data.train_files / data.eval_files
+        num_entities=6000,
+        graph_seed=0,
+        min_hops=2,
+        max_hops=8,
+        context_tokens=arg["context"],
+        tier1_ratio=0.5,
+        combination=arg["combination"],
+        rubric_eta=0.3,
+        warm_examples=3000,
+        warm_distractors=2,
+    )
+    # The chain of entities, then the answer: up to 9 names, <= 44 tokens with the embedded
+    # tokenizer.
+    c.sampling.update(max_new_tokens=48, engine="continuous", slots=32, prefill_chunk=256)
+    c.rl.update(group_size=8, beta=0.0)
+    c.opt.lr = 1e-4
+    c.train.update(steps=40, prompts_per_step=4, micro_batches=4, ref_micro_batches=4)
+    c.warm_start.update(
+        steps=600,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=20,
+        unanswered_frac=0.0,
+        slip_frac=0.0,
+        group_by_length=True,
+    )
+    c.eval.update(every=20, num_prompts=112, k=1)
+    c.ckpt.every = 10
+    if arg["preset"] == "tiny":
+        c.model.tokenizer = longtrace_tokenizer.ASSET_DIR  # names in 1-3 tokens, not 4-8
+        c.model.rope_theta = 1e4  # copying names out of the context (docs/ecom_rlve.md's probe)
+    return c
