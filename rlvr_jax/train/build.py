@@ -316,6 +316,7 @@ def evaluator(run: Run, engine=None):
         sampling_cfg=run.sampling_cfg,
         k=cfg.eval.k,
         mesh=run.sampler_mesh,
+        breakdown=run.task.eval_metrics,
     )
 
 

@@ -29,6 +29,7 @@ from rlvr_jax.tasks.config import (
     CodeSection,
     DataConfig,
     EcomSection,
+    LongTraceSection,
     RubricSection,
     TaskConfig,
     VerifierConfig,
@@ -129,6 +130,7 @@ class RunConfig:
     code: CodeSection = CodeSection()
     rubric: RubricSection = RubricSection()
     ecom: EcomSection = EcomSection()
+    longtrace: LongTraceSection = LongTraceSection()
     # Multi-turn tasks' per-episode budgets (rlvr_jax/rollout/multi_turn.py); their episodes run
     # on the engine with sampling.slots / decode_chunk / prefill_chunk.
     multi_turn: multi_turn_lib.MultiTurnConfig = multi_turn_lib.MultiTurnConfig()
@@ -150,6 +152,7 @@ def task_config(cfg: RunConfig) -> TaskConfig:
         code=cfg.code,
         rubric=cfg.rubric,
         ecom=cfg.ecom,
+        longtrace=cfg.longtrace,
     )
 
 
