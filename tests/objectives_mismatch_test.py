@@ -239,7 +239,7 @@ def test_cispo_worked_example(eps_low, eps_high, loss):
 @pytest.mark.parametrize(
     "kwargs,key",
     [
-        (dict(rollout_correction="icepop"), "rollout_correction"),
+        (dict(rollout_correction="ice_pop"), "rollout_correction"),
         (dict(rollout_correction="token_tis", rollout_clip_low=1.5), "rollout_clip_low"),
         (dict(rollout_clip_high=0.9), "rollout_clip_high"),
         (dict(rollout_clip_low=-1.0), "rollout_clip_low"),
@@ -253,9 +253,19 @@ def test_config_errors_name_the_key(kwargs, key):
         rl_config.RLConfig(**kwargs)
 
 
-def test_icepop_error_points_at_token_mis_and_run_config_names_sections():
-    with pytest.raises(ValueError, match="IcePop is 'token_mis'"):
-        rl_config.RLConfig(rollout_correction="icepop")
+def test_icepop_is_token_mis_and_run_config_names_sections():
+    # IcePop [0.5, 2] on the section 11.2 example: w = [1.5, 0.4, 3.0] -> [1.5, 0, 0].
+    log_mu = jnp.asarray([[-1.2, -0.3, -2.0]])
+    log_old = log_mu + jnp.log(jnp.asarray([[1.5, 0.4, 3.0]]))
+    mask = jnp.ones((1, 3), bool)
+    got = {
+        mode: mismatch.weights(
+            log_old, log_mu, mask, rl=rl_config.RLConfig(rollout_correction=mode)
+        )[0]
+        for mode in ("icepop", "token_mis")
+    }
+    np.testing.assert_allclose(got["icepop"], [[1.5, 0.0, 0.0]], rtol=1e-6)
+    np.testing.assert_array_equal(got["icepop"], got["token_mis"])
     with pytest.raises(ConfigError, match="sampling: compute_dtype='fp8'"):
         run_config.from_dict({"sampling": {"compute_dtype": "fp8"}})
     with pytest.raises(ConfigError, match="rl: RLConfig.rollout_correction"):

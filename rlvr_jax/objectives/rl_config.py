@@ -14,7 +14,8 @@ LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
 POLICY_LOSSES = ("ppo_clip", "kl_cov", "clip_cov", "gspo", "cispo")
 # Sampler/trainer mismatch corrections (docs/mismatch.md): truncated (TIS) or masked (MIS, which is
 # IcePop at token level) importance weights pi_old / mu, per token or per sequence.
-ROLLOUT_CORRECTIONS = ("none", "token_tis", "seq_tis", "token_mis", "seq_mis")
+# "icepop" is token_mis by name (slime's icepop_function): the ratio kept inside [low, high], 0 out.
+ROLLOUT_CORRECTIONS = ("none", "token_tis", "seq_tis", "token_mis", "seq_mis", "icepop")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -46,7 +47,7 @@ class RLConfig:
     # keeps the ratio pi_theta / mu against the sampler's log-probs (bypass). Any other value makes
     # the ratio decoupled, pi_theta / pi_old (the trainer at the rollout weights), and multiplies
     # each token's clipped loss by a stop-gradient weight from pi_old / mu: *_tis truncates it at
-    # rollout_clip_high, *_mis (token_mis is IcePop) zeroes it outside
+    # rollout_clip_high, *_mis and icepop (= token_mis) zero it outside
     # [rollout_clip_low, rollout_clip_high].
     rollout_correction: str = "none"
     rollout_clip_low: float = 0.5  # MIS / IcePop lower bound (TIS ignores it, as verl and TRL)
@@ -81,10 +82,7 @@ class RLConfig:
             ("rollout_correction", ROLLOUT_CORRECTIONS),
         ):
             if getattr(self, name) not in options:
-                hint = ""
-                if name == "rollout_correction" and "icepop" in str(getattr(self, name)):
-                    hint = " (IcePop is 'token_mis'; its sequence form is 'seq_mis')"
-                fail(name, f"is not one of {options}{hint}")
+                fail(name, f"is not one of {options}")
         for name in ("dynamic_sampling", "overlong_filter", "overlong_penalty"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "must be a bool")
