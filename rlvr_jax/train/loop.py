@@ -174,9 +174,10 @@ def _updates(r: build_lib.Run, hooks, train_step, batch) -> dict[str, float]:
     step_metrics = jax.device_get(step_metrics)  # replicated: every process has them
     m = {k: float(np.mean([sm[k] for sm in step_metrics])) for k in step_metrics[0]}
     # Sampler vs trainer on the same tokens: the first update's forward runs at the rollout's
-    # weights, so its ratio to the sampler's log-probs is the mismatch.
-    m["rollout/mismatch_kl"] = float(step_metrics[0]["rl/approx_kl"])
-    m["rollout/mismatch_log_ratio_max"] = float(step_metrics[0]["rl/log_ratio_abs_max"])
+    # weights, so its log-probs against the sampler's are the mismatch (k3 estimate), whether the
+    # loss's ratio is the sampler's (bypass) or the trainer's (a rollout correction).
+    m["rollout/mismatch_kl"] = float(step_metrics[0]["rl/mismatch_k3"])
+    m["rollout/mismatch_log_ratio_max"] = float(step_metrics[0]["rl/mismatch_logp_abs_diff_max"])
     return m
 
 
