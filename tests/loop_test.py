@@ -221,3 +221,17 @@ def test_checkpoint_from_another_model_shape_is_refused(tmp_path):
     c.model.preset = "qwen2_3m"
     with pytest.raises(ckpt_lib.CheckpointShapeError, match="different model shape"):
         experiment.run(c, workdir)
+
+
+def test_warm_start_only_run_leaves_step_0_for_other_runs_to_continue(tmp_path, capsys):
+    """train.steps=0 saves the warm-started weights as step 0; an ablation arm continues them
+    with ckpt.resume_from (no second warm start) and trains from step 1."""
+    warm, arm = str(tmp_path / "warm"), str(tmp_path / "arm")
+    experiment.run(small_config(**{"train.steps": 0}), warm)
+    assert sorted(os.listdir(os.path.join(warm, "ckpt"))) == ["0"]
+    capsys.readouterr()
+    experiment.run(small_config(**{"train.steps": 1, "ckpt.resume_from": warm}), arm)
+    out = capsys.readouterr().out
+    assert "resumed from" in out and "at step 0" in out and "warm start" not in out
+    steps = [r["step"] for r in metrics_lib.read_metrics(arm) if "rollout/reward_mean" in r]
+    assert steps == [1]

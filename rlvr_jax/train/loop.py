@@ -57,6 +57,8 @@ def run(cfg: run_config.RunConfig, workdir: str) -> dict[str, Any]:
             m = evaluator(r.sampler_params(), eval_key(0), score_fn)
             r.writer.write(0, m)
             _log(f"step 0: {_fmt(m)}")
+            if cfg.train.steps == 0:  # a warm-start-only run: its weights, for ckpt.resume_from
+                ckpt_lib.save(r.manager, 0, r.state, build_lib.checkpoint_record(r))
         last = {}
         bar = tqdm.tqdm(
             range(r.start + 1, cfg.train.steps + 1),
