@@ -61,8 +61,18 @@ def _compiled_bytes(fn, *args) -> int:
         ("tiny", {"remat": True}, 16, 64, 192, 2),
         ("qwen2_3m", {"remat": True}, 8, 32, 96, 1),
         ("tiny", {"remat": True, "compute_dtype": "bfloat16"}, 8, 64, 192, 1),
+        # Long context: chunked LM head and blocked attention, with and without remat.
+        ("tiny", {"remat": True, "logits_chunk": 512, "attention_chunk": 256}, 1, 512, 1536, 1),
+        ("tiny", {"logits_chunk": 512, "attention_chunk": 256}, 1, 512, 1536, 1),
     ],
-    ids=["tiny", "tiny-remat-2micro", "qwen2_3m-remat", "tiny-remat-bf16"],
+    ids=[
+        "tiny",
+        "tiny-remat-2micro",
+        "qwen2_3m-remat",
+        "tiny-remat-bf16",
+        "tiny-chunked-remat-2k",
+        "tiny-chunked-2k",
+    ],
 )
 def test_train_step_memory_within_15_percent_of_compiled(preset, overrides, B, Tp, Tc, micro):
     cfg = config_lib.get_preset(preset, **overrides)

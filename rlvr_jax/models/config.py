@@ -59,7 +59,10 @@ class ModelConfig:
     max_position_embeddings: int = 32768
     param_dtype: str = "float32"  # storage dtype of the params pytree
     compute_dtype: str = "float32"  # activations and matmuls; log-softmax is always float32
-    remat: bool = False  # jax.checkpoint around each layer
+    remat: bool = False  # recompute each layer in the backward pass (a scanned jax.checkpoint)
+    # Long contexts (docs/long_context.md). Both are static shapes; 0 keeps the direct path.
+    logits_chunk: int = 0  # tokens per LM-head chunk for log-probs / entropy; 0 = all at once
+    attention_chunk: int = 0  # queries per attention block; 0 = the whole [T, S] score matrix
 
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
@@ -76,6 +79,10 @@ class ModelConfig:
                 f"ModelConfig.num_heads={self.num_heads} is not a multiple of "
                 f"num_kv_heads={self.num_kv_heads}"
             )
+        for name in ("logits_chunk", "attention_chunk"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ModelConfig.{name}={value!r} must be an int >= 0")
         if self.head_dim % 2:
             raise ValueError(f"ModelConfig.head_dim={self.head_dim} must be even for RoPE")
 

@@ -113,10 +113,16 @@ def rms_norm(x: jax.Array, weight: jax.Array, eps: float) -> jax.Array:
     return weight * normed.astype(x.dtype)
 
 
-def _attention(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, mask_BxTxS) -> jax.Array:
-    """Grouped-query attention; scores and softmax in float32."""
+def _attention_block(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, key_mask_BxS, query_slot_BxT) -> jax.Array:
+    """Grouped-query attention of T queries over all S slots; scores and softmax in float32.
+
+    Query t attends to slot s iff the slot holds a real token and s <= query_slot[t] (causal in
+    slot order); the [B, T, S] mask is built here, for just these queries.
+    """
     B, T, H, K = q_BxTxHxK.shape
-    N = k_BxNxKxS.shape[1]
+    N, S = k_BxNxKxS.shape[1], k_BxNxKxS.shape[3]
+    causal_BxTxS = jnp.arange(S)[None, None, :] <= query_slot_BxT[:, :, None]
+    mask_BxTxS = key_mask_BxS[:, None, :] & causal_BxTxS
     q_BxNxGTxK = q_BxTxHxK.reshape(B, T, N, H // N, K).transpose(0, 2, 3, 1, 4)
     q_BxNxGTxK = q_BxNxGTxK.reshape(B, N, (H // N) * T, K)
     scores = jnp.einsum(
@@ -127,6 +133,36 @@ def _attention(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, mask_BxTxS) -> jax.Array:
     probs = jax.nn.softmax(scores, axis=-1).astype(v_BxNxSxK.dtype)
     out = jnp.einsum("bnqs,bnsk->bnqk", probs.reshape(B, N, (H // N) * T, -1), v_BxNxSxK)
     return out.reshape(B, N, H // N, T, K).transpose(0, 3, 1, 2, 4).reshape(B, T, H, K)
+
+
+def _attention(
+    q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, key_mask_BxS, query_slot_BxT, chunk: int = 0
+) -> jax.Array:
+    """Attention of T queries, all at once (chunk == 0 or T <= chunk) or in blocks of `chunk`
+    queries.
+
+    Blocked, only one block's [B, H, chunk, S] float32 scores are live at a time instead of
+    [B, H, T, S]: a `lax.map` over query blocks whose body is `jax.checkpoint`ed, so the backward
+    pass recomputes each block's scores rather than keeping them. Every query row still sees its
+    whole softmax row, so the result is the direct path's up to summation order.
+    """
+    B, T, H, K = q_BxTxHxK.shape
+    if chunk <= 0 or T <= chunk:
+        return _attention_block(q_BxTxHxK, k_BxNxKxS, v_BxNxSxK, key_mask_BxS, query_slot_BxT)
+    n = -(-T // chunk)
+    pad = n * chunk - T
+    q_BxTxHxK = jnp.pad(q_BxTxHxK, ((0, 0), (0, pad), (0, 0), (0, 0)))
+    query_slot_BxT = jnp.pad(query_slot_BxT, ((0, 0), (0, pad)))  # padded queries: sliced off
+    q_nxBxCxHxK = q_BxTxHxK.reshape(B, n, chunk, H, K).swapaxes(0, 1)
+    slot_nxBxC = query_slot_BxT.reshape(B, n, chunk).swapaxes(0, 1)
+
+    @jax.checkpoint
+    def block(xs):
+        q, slot = xs
+        return _attention_block(q, k_BxNxKxS, v_BxNxSxK, key_mask_BxS, slot)
+
+    out_nxBxCxHxK = jax.lax.map(block, (q_nxBxCxHxK, slot_nxBxC))
+    return out_nxBxCxHxK.swapaxes(0, 1).reshape(B, n * chunk, H, K)[:, :T]
 
 
 def _dense(x: jax.Array, w: jax.Array, in_axes: int = 1) -> jax.Array:
@@ -156,13 +192,15 @@ def _layer(
     lp: params_lib.LayerParams,
     x_BxTxD: jax.Array,
     positions_BxT: jax.Array,
-    kv: tuple[jax.Array, jax.Array],
-    mask_BxTxS: jax.Array,
+    kv: tuple[jax.Array, jax.Array] | None,
+    key_mask_BxS: jax.Array,
+    query_slot_BxT: jax.Array,
     cache_index: jax.Array | int,
     *,
     cfg: config_lib.ModelConfig,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """One pre-norm decoder layer; writes this call's keys/values into `kv` at `cache_index`."""
+    """One pre-norm decoder layer; writes this call's keys/values into `kv` at `cache_index`
+    (`kv` None: no cache, this call's keys and values are all the slots)."""
     dtype = x_BxTxD.dtype
     w = lambda a: a.astype(dtype)
     h = rms_norm(x_BxTxD, lp.attn_norm, cfg.rms_norm_eps)
@@ -179,12 +217,15 @@ def _layer(
     inv_freq = rope_inv_freq(cfg)
     q = apply_rope(q, positions_BxT, inv_freq)
     k = apply_rope(k, positions_BxT, inv_freq)
-    k_cache, v_cache = kv
-    k_new = k.astype(k_cache.dtype).transpose(0, 2, 3, 1)  # [B, N, K, T]
-    v_new = v.astype(v_cache.dtype).transpose(0, 2, 1, 3)  # [B, N, T, K]
-    k_cache = write_at(k_cache, k_new, cache_index, 3)
-    v_cache = write_at(v_cache, v_new, cache_index, 2)
-    attn = _attention(q, k_cache, v_cache, mask_BxTxS)
+    k_new = k.transpose(0, 2, 3, 1)  # [B, N, K, T]
+    v_new = v.transpose(0, 2, 1, 3)  # [B, N, T, K]
+    if kv is None:
+        k_cache, v_cache = k_new, v_new
+    else:
+        k_cache, v_cache = kv
+        k_cache = write_at(k_cache, k_new.astype(k_cache.dtype), cache_index, 3)
+        v_cache = write_at(v_cache, v_new.astype(v_cache.dtype), cache_index, 2)
+    attn = _attention(q, k_cache, v_cache, key_mask_BxS, query_slot_BxT, cfg.attention_chunk)
     x_BxTxD = x_BxTxD + _dense(attn, w(lp.o), in_axes=2)
     h = rms_norm(x_BxTxD, lp.mlp_norm, cfg.rms_norm_eps)
     gate, up = _dense(h, w(lp.gate)), _dense(h, w(lp.up))
@@ -213,30 +254,60 @@ def decode_hidden(
     B, T = tokens_BxT.shape
     dtype = jnp.dtype(cfg.compute_dtype)
     use_cache = cache is not None
-    if not use_cache:
-        cache = init_cache(cfg, B, T)
-    S = cache.mask_BxS.shape[1]
-    cache_mask_BxS = write_at(cache.mask_BxS, mask_BxT.astype(bool), cache_index, 1)
+    if use_cache:
+        key_mask_BxS = write_at(cache.mask_BxS, mask_BxT.astype(bool), cache_index, 1)
+    else:  # the keys are exactly this call's tokens: slots 0 .. T-1
+        key_mask_BxS, cache_index = mask_BxT.astype(bool), 0
     # Causal in slot order: query t sits at slot cache_index + t.
     query_slot_BxT = jnp.reshape(cache_index, (-1, 1)) + jnp.arange(T)[None, :]
-    causal_BxTxS = jnp.arange(S)[None, None, :] <= query_slot_BxT[:, :, None]
-    mask_BxTxS = cache_mask_BxS[:, None, :] & causal_BxTxS
+    query_slot_BxT = jnp.broadcast_to(query_slot_BxT, (B, T))
 
     x = params.embed[tokens_BxT].astype(dtype)
-    layer_fn = functools.partial(_layer, cfg=cfg)
-    if cfg.remat:
-        layer_fn = jax.checkpoint(layer_fn)
+    layer_fn = functools.partial(
+        _layer,
+        positions_BxT=positions_BxT,
+        key_mask_BxS=key_mask_BxS,
+        query_slot_BxT=query_slot_BxT,
+        cache_index=cache_index,
+        cfg=cfg,
+    )
+    if not use_cache:
+        if cfg.remat:
+            x = _remat_scan(layer_fn, params.layers, x)
+        else:
+            for lp in params.layers:
+                x, _ = layer_fn(lp, x, kv=None)
+        return rms_norm(x, params.final_norm, cfg.rms_norm_eps), None
     new_k, new_v = [], []
     for lp, k_cache, v_cache in zip(params.layers, cache.k, cache.v, strict=True):
-        x, (k_cache, v_cache) = layer_fn(
-            lp, x, positions_BxT, (k_cache, v_cache), mask_BxTxS, cache_index
-        )
+        x, (k_cache, v_cache) = layer_fn(lp, x, kv=(k_cache, v_cache))
         new_k.append(k_cache)
         new_v.append(v_cache)
     x = rms_norm(x, params.final_norm, cfg.rms_norm_eps)
-    if not use_cache:
+    return x, KVCache(k=tuple(new_k), v=tuple(new_v), mask_BxS=key_mask_BxS)
+
+
+def _remat_scan(layer_fn, layers: tuple[params_lib.LayerParams, ...], x_BxTxD: jax.Array):
+    """The layers as one `lax.scan` over their stacked params, each step `jax.checkpoint`ed: only
+    each layer's input is saved, and the backward pass recomputes one layer at a time.
+
+    Why a scan rather than `jax.checkpoint` around each layer of the Python loop: XLA:CPU expands
+    the optimization barriers that keep the recomputation apart (cse_barrier_expander) before its
+    CSE pass, which then merges the recomputation back into the forward pass, so per-layer
+    checkpointing saves nothing there (tiny, T=1024: 238 vs 242 MiB of temporaries; with the scan
+    70 MiB). The forward and backward loops of a scan are separate computations that CSE cannot
+    merge, on any backend. The price is one stacked copy of the layer weights (and of their
+    gradient) per call.
+    """
+    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+
+    @jax.checkpoint
+    def body(x, lp):
+        x, _ = layer_fn(lp, x, kv=None)
         return x, None
-    return x, KVCache(k=tuple(new_k), v=tuple(new_v), mask_BxS=cache_mask_BxS)
+
+    x_BxTxD, _ = jax.lax.scan(body, x_BxTxD, stacked)
+    return x_BxTxD
 
 
 def lm_logits(params: params_lib.Params, hidden_BxTxD: jax.Array) -> jax.Array:

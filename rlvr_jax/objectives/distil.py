@@ -135,13 +135,36 @@ def distil_loss(
     the logits (differentiable). Metrics: distil/ce, distil/rtg, distil/baseline,
     distil/seq_adv_abs, distil/seq_loss, distil/student_topk_mass.
     """
-    chex.assert_rank(student_logps_BxTc, 2)
-    chex.assert_equal_shape([student_logps_BxTc, mask_BxTc])
-    mask_BxTc = mask_BxTc.astype(bool)
-    sg = jax.lax.stop_gradient
     _check_topk(student_logits_BxTxV, ids_BxTxK, probs_BxTxK, mask_BxTc)
     # One [B, T, V] log_softmax serves the loss and the top-k mass metric.
     logp_BxTxK = _topk_logps(student_logits_BxTxV, ids_BxTxK)
+    return distil_loss_from_topk(
+        logp_BxTxK,
+        student_logps_BxTc,
+        probs_BxTxK,
+        mask_BxTc,
+        G=G,
+        sequence_term=sequence_term,
+    )
+
+
+def distil_loss_from_topk(
+    logp_BxTxK: jax.Array,
+    student_logps_BxTc: jax.Array,
+    probs_BxTxK: jax.Array,
+    mask_BxTc: jax.Array,
+    *,
+    G: int,
+    sequence_term: bool,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """`distil_loss` given the student's log-probs at the teacher's top-k ids (float32 [B, T, k],
+    differentiable) instead of its full logits: what the train step's chunked LM head gives
+    (forward.completion_forward's gathered_logps_BxTcxK)."""
+    chex.assert_rank([logp_BxTxK, student_logps_BxTc], [3, 2])
+    chex.assert_equal_shape([student_logps_BxTc, mask_BxTc])
+    chex.assert_equal_shape([logp_BxTxK, probs_BxTxK])
+    mask_BxTc = mask_BxTc.astype(bool)
+    sg = jax.lax.stop_gradient
     ce_BxTc = _ce(logp_BxTxK, probs_BxTxK, mask_BxTc)
     loss = _token_mean(ce_BxTc, mask_BxTc)
 
@@ -212,10 +235,10 @@ class DistilTerm(term_lib.LossTerm):
             raise ValueError("DistIL's sequence term needs whole groups: use one micro-batch")
 
     def loss(self, fwd, mb, loss, *, G):
-        d_loss, metrics = distil_loss(
-            fwd.logits_BxTcxV,
+        # The train step's forward gathered the student's log-probs at the batch's teacher ids.
+        d_loss, metrics = distil_loss_from_topk(
+            fwd.gathered_logps_BxTcxK,
             fwd.logps_BxTc,
-            mb.teacher_ids_BxTcxK,
             mb.teacher_probs_BxTcxK,
             mb.completion_mask_BxTc,
             G=G,
@@ -229,11 +252,14 @@ class DistilTerm(term_lib.LossTerm):
 
 def make_topk_fn(model_cfg, temperature: float, k: int, param_shardings):
     """Jitted teacher top-k (ids, renormalised probs) [B, Tc, k] at the completion positions."""
+    # The forward pass takes the top-k itself (per LM-head chunk under model_cfg.logits_chunk),
+    # as topk_teacher does over the full logits.
     return forward_lib.make_completion_fn(
-        lambda fwd: topk_teacher(fwd.logits_BxTcxV, k),
+        lambda fwd: (fwd.top_ids_BxTcxK, fwd.top_probs_BxTcxK),
         model_cfg=model_cfg,
         temperature=temperature,
         param_shardings=param_shardings,
+        top_k=k,
     )
 
 

@@ -10,8 +10,9 @@ checks the totals against compiled functions.
 Calibration (train step, one CPU device, f32 params): tiny, qwen2_3m and qwen2_30m with and without
 remat land within 7% of `memory_analysis()` at 8 rows. With bfloat16 compute they land 6-12% under:
 XLA:CPU emulates bfloat16 arithmetic in float32 and keeps some float32 intermediates, while the
-count here assumes native bfloat16 as on TPU and GPU. Remat is only visible on CPU with
-`xla_disable_hlo_passes=cse_barrier_expander` (see tests/plan_test.py).
+count here assumes native bfloat16 as on TPU and GPU. Remat scans the layers
+(transformer._remat_scan), so it takes effect on CPU too; the chunked LM head and blocked attention
+(`logits_chunk`, `attention_chunk`; docs/long_context.md) are counted by their chunk sizes.
 
 Dimensions as in train/state.py and sampling.py: b rows on one device, T = Tp + Tc tokens, S
 KV-cache slots, D, H, N, K, F, V. Heads and F split over `tensor`; D, T and V do not
@@ -47,6 +48,9 @@ _QK_NORM_SLOTS_F32 = 2  # Qwen3's q/k RMSNorm keeps its float32 path for q and k
 # XLA fuses the where() into the exponent, leaving ~11 bytes.
 _SCORE_BYTES_TRAIN = 11
 _SCORE_BYTES_FWD = 7.5  # forward only (scoring, prefill): one layer's scores and softmax
+# Blocked attention's backward: one block's recomputed scores (tiny at T=2048, blocks of 128 vs 256
+# queries: 4 bytes per (head, query, key) with remat, 2.4 without).
+_SCORE_BYTES_BLOCK = 4
 # [Tc, V] float32 buffers at the LM head while training: logits, log-softmax, the entropy metric's
 # p and p*log p, then d(logits). Forward-only scoring needs one (log_softmax fuses into the gather).
 _HEAD_SLOTS_TRAIN, _HEAD_SLOTS_FWD = 3.9, 1.0
@@ -162,8 +166,35 @@ def _layer_residual_bytes(cfg: config_lib.ModelConfig, b: int, T: int, tensor: i
         + F_loc * _F_SLOTS * c
         + cfg.qk_norm * (H_loc + N_loc) * K * _QK_NORM_SLOTS_F32 * 4
     )
-    scores = H_loc * T * T * _SCORE_BYTES_TRAIN
+    # Blocked attention (cfg.attention_chunk) keeps no scores: its checkpointed blocks save their
+    # queries, keys and values (counted above) and recompute one block's scores in the backward.
+    scores = 0 if _attention_blocked(cfg, T) else H_loc * T * T * _SCORE_BYTES_TRAIN
     return b * (T * per_token + scores)
+
+
+def _attention_blocked(cfg: config_lib.ModelConfig, T: int) -> bool:
+    """Whether T queries attend in blocks of cfg.attention_chunk (transformer._attention)."""
+    return 0 < cfg.attention_chunk < T
+
+
+def _score_rows(cfg: config_lib.ModelConfig, T: int) -> int:
+    """Query rows whose scores are live at once: all T, or one block of them."""
+    return cfg.attention_chunk if _attention_blocked(cfg, T) else T
+
+
+def _head_rows(cfg: config_lib.ModelConfig, b: int, Tc: int) -> int:
+    """Token rows of [rows, V] float32 LM-head buffers live at once: all b x Tc, or one chunk
+    (cfg.logits_chunk, forward.chunked_head)."""
+    return min(cfg.logits_chunk, b * Tc) if cfg.logits_chunk else b * Tc
+
+
+def stacked_layer_bytes(cfg: config_lib.ModelConfig, mesh_shape: MeshShape) -> int:
+    """Remat scans the layers over their stacked params (transformer._remat_scan): one stacked
+    copy of the layer weights, and one of their gradient in the backward pass. 0 without remat.
+    The stack is of this device's shards, in the param dtype: it is sharded like the params."""
+    if not cfg.remat:
+        return 0
+    return cfg.num_layers * _layer_weights(cfg, mesh_shape, cfg.param_dtype)
 
 
 def _layer_weights(cfg: config_lib.ModelConfig, mesh_shape: MeshShape, dtype: str) -> int:
@@ -192,8 +223,11 @@ def train_activations(
     """Peak activation bytes of `train.step` on one micro-batch of `b` rows per device.
 
     Without remat every layer's residuals stay live until its backward; with remat
-    (`cfg.remat`, jax.checkpoint per layer) each layer keeps only its input and the backward
-    recomputes one layer at a time.
+    (`cfg.remat`, a scanned jax.checkpoint per layer) each layer keeps only its input, plus the
+    stacked layer weights, and the backward recomputes one layer at a time. Blocked attention
+    (`cfg.attention_chunk`) drops the [T, T] scores from the residuals and recomputes one block's
+    in the backward; the chunked LM head (`cfg.logits_chunk`) keeps one chunk's [chunk, V]
+    buffers instead of [b * Tc, V].
     """
     T, tensor = Tp + Tc, mesh_shape[2]
     D, V, c = cfg.d_model, cfg.vocab_size, _itemsize(cfg.compute_dtype)
@@ -203,9 +237,13 @@ def train_activations(
         layer += _layer_weights(cfg, gathered(mesh_shape), cfg.compute_dtype)  # saved casts
     saved_per_layer = b * T * D * c if cfg.remat else layer
     # Embedding output and final hidden states, plus the float32 [Tc, V] head buffers.
-    head = 2 * b * T * D * c + _HEAD_SLOTS_TRAIN * b * Tc * V * 4 + head_w
-    backward = (layer if cfg.remat else 0) + _BWD_WORKSPACE * layer + layer_w
-    saved = cfg.num_layers * saved_per_layer
+    head = 2 * b * T * D * c + _HEAD_SLOTS_TRAIN * _head_rows(cfg, b, Tc) * V * 4 + head_w
+    block = 0
+    if _attention_blocked(cfg, T):  # one block's scores, recomputed in the backward
+        block = b * _ceil_div(cfg.num_heads, tensor) * cfg.attention_chunk * T * _SCORE_BYTES_BLOCK
+    stack = stacked_layer_bytes(cfg, mesh_shape)
+    backward = (layer if cfg.remat else 0) + _BWD_WORKSPACE * layer + layer_w + block + stack
+    saved = cfg.num_layers * saved_per_layer + stack
     return TrainActivations(
         saved=int(saved),
         layer=int(layer),
@@ -235,7 +273,7 @@ def _forward_layer_bytes(cfg: config_lib.ModelConfig, b: int, T: int, S: int, te
     """Temporaries of one layer of a forward pass without gradients (T queries, S keys)."""
     H_loc, F_loc = _ceil_div(cfg.num_heads, tensor), _ceil_div(cfg.mlp_dim, tensor)
     c = _itemsize(cfg.compute_dtype)
-    return b * (H_loc * T * S * _SCORE_BYTES_FWD + T * F_loc * c)
+    return b * (H_loc * _score_rows(cfg, T) * S * _SCORE_BYTES_FWD + T * F_loc * c)
 
 
 def scoring_temp(
@@ -245,7 +283,8 @@ def scoring_temp(
     T, c = Tp + Tc, _itemsize(cfg.compute_dtype)
     layer_w, head_w = _transient_weights(cfg, mesh_shape)
     layer = _forward_layer_bytes(cfg, b, T, T, mesh_shape[2]) + layer_w
-    head = _HEAD_SLOTS_FWD * b * Tc * cfg.vocab_size * 4 + b * T * cfg.d_model * c + head_w
+    head = _HEAD_SLOTS_FWD * _head_rows(cfg, b, Tc) * cfg.vocab_size * 4
+    head += b * T * cfg.d_model * c + head_w
     return int(max(layer, head))
 
 

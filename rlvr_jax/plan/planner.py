@@ -188,8 +188,12 @@ def _train_phase(
         ("activations / gradients working set", temp),
     )
     r = int(cfg.remat)
-    f = (6 + 2 * r) * b * T * k.matmul_params + (3 + r) * k.attention_flops(b, T, T)
-    f += 6 * b * Tc * cfg.d_model * cfg.vocab_size
+    # Checkpointed attention blocks and LM-head chunks run their forward once more in the
+    # backward (unless remat already recomputes the whole layer).
+    ra = int(0 < cfg.attention_chunk < T and not cfg.remat)
+    rh = int(cfg.logits_chunk > 0)
+    f = (6 + 2 * r) * b * T * k.matmul_params + (3 + r + ra) * k.attention_flops(b, T, T)
+    f += (6 + 2 * rh) * b * Tc * cfg.d_model * cfg.vocab_size
     h = (3 + r) * k.weights + 2 * k.params  # weights per pass; gradient accumulate
     # The scan's carry is sharded like the params, so every micro-batch reduces its gradients:
     # reduce-scatter over fsdp and all-reduce over data.

@@ -36,7 +36,9 @@ def format_plan(p: planner.Plan, model_name: str = "") -> str:
     micro_rows = p.rows // p.num_updates // p.micro_batches
     lines = [
         f"Model: {model_name or cfg.model_type} ({cfg.num_params() / 1e9:.2f} B params; params "
-        f"{cfg.param_dtype}, compute {cfg.compute_dtype}, remat {'on' if cfg.remat else 'off'})",
+        f"{cfg.param_dtype}, compute {cfg.compute_dtype}, remat {'on' if cfg.remat else 'off'}, "
+        f"logits_chunk {cfg.logits_chunk or 'off'}, "
+        f"attention_chunk {cfg.attention_chunk or 'off'})",
         f"Chips: {n} x {chip.name}, mesh data={data} fsdp={fsdp} tensor={tensor}; "
         f"{_gib(chip.hbm_bytes)} GiB HBM per chip, {_gib(p.budget)} GiB usable",
         f"Step:  {p.rows} rows, prompt {p.prompt_len} + completion {p.completion_len} tokens; "

@@ -59,6 +59,8 @@ def _loss_fn(
         batch_lib.attention_mask(mb),
         model_cfg=model_cfg,
         temperature=temperature,
+        # DistIL's student log-probs at the teacher's top-k, gathered inside the (chunked) head.
+        gather_ids_BxTcxK=mb.teacher_ids_BxTcxK,
     )
     adv_BxTc, extra = mb.adv_BxTc, {}
     for term in objective.terms:  # e.g. DelTA's coefficients from this very forward pass
