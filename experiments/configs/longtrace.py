@@ -42,6 +42,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         combination=arg["combination"],
         rubric_eta=0.3,
         warm_examples=3000,
+        warm_form="compact",
         warm_distractors=2,
     )
     # The chain of entities, then the answer: up to 9 names, <= 44 tokens with the embedded

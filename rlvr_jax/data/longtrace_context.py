@@ -313,3 +313,53 @@ def short_examples(
         )  # fmt: skip
         out.append(_example(uid, walk, packed, tier1_ratio))
     return out
+
+
+def compact_examples(
+    graph: kg.KnowledgeGraph,
+    n: int,
+    *,
+    seed: int,
+    min_hops: int = 2,
+    max_hops: int = 8,
+    split: str,
+    n_distractors: int = 2,
+) -> list[types.Example]:
+    """The cheapest warm-start form of the questions: each gold document cut to the one sentence
+    the walk uses (the answer's to its first sentence), plus `n_distractors` Tier-1 documents cut
+    to their first sentence, shuffled. A small model learns the lookup-and-copy skill here in a
+    fraction of the tokens a full document costs; RL then meets full documents and distractors.
+
+    uids are "longtrace_compact/<split>/<seed>/<index>"; meta["tier"] is "compact".
+    """
+    walks = sample_walks(graph, n, seed=seed, split=split, min_hops=min_hops, max_hops=max_hops)
+    rng = random.Random(f"rlvr_jax.data.longtrace/compact/{split}/{seed}")
+    first = lambda e: graph.documents[e].text.split(". ")[0].rstrip(".") + "."  # noqa: E731
+    out = []
+    for i, walk in enumerate(walks):
+        blocks = []
+        for e, rel in zip(walk.entities, walk.relations, strict=False):
+            entity = graph.entities[e]
+            target = graph.entities[graph.target(e, rel)].name
+            text = graph.relation(rel, entity.type).sentence.format(s=entity.name, t=target)
+            blocks.append((entity.name, text))
+        blocks.append((graph.entities[walk.entities[-1]].name, first(walk.entities[-1])))
+        pool = tier1_candidates(walk, graph)
+        for e in rng.sample(pool, min(n_distractors, len(pool))):
+            blocks.append((graph.entities[e].name, first(e)))
+        rng.shuffle(blocks)
+        context = "\n\n".join(
+            f"Document [{k + 1}]: {title}\n{text}" for k, (title, text) in enumerate(blocks)
+        )
+        uid = f"{SOURCE}_compact/{split}/{seed}/{i}"
+        prompt = render_prompt(context, walk.question)
+        out.append(
+            types.Example(
+                uid=uid,
+                prompt=prompt,
+                answer=walk.answer,
+                source=SOURCE,
+                meta={"hops": walk.hops, "gold_entities": list(walk.chain), "tier": "compact"},
+            )
+        )
+    return out

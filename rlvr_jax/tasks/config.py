@@ -104,6 +104,9 @@ class LongTraceSection:
     combination: str = "positive_only"
     rubric_eta: float = 0.3  # the rubric's weight eta
     warm_examples: int = 2000  # short-context questions for the warm start (0: none)
+    # compact: gold documents cut to the sentence each hop uses (about 180 tokens a prompt);
+    # short: whole gold documents; either with `warm_distractors` distractors.
+    warm_form: str = "compact"
     warm_distractors: int = 2  # distractor documents beside their gold ones
 
 

@@ -31,6 +31,7 @@ from rlvr_jax.tasks import config as task_config
 
 SOURCES = ("longtrace",)
 FORMATS = ("synthetic", "jsonl")
+WARM_FORMS = ("compact", "short")
 WARM_SEED_OFFSET = 7_919  # the warm start's questions: another draw than the RL split's
 
 
@@ -45,6 +46,8 @@ def validate(cfg: task_config.TaskConfig, processes: int = 1) -> None:
         )
     if not 0 <= s.rubric_eta <= 1:
         raise ConfigError(f"longtrace.rubric_eta={s.rubric_eta} must be in [0, 1]")
+    if s.warm_form not in WARM_FORMS:
+        raise ConfigError(f"longtrace.warm_form={s.warm_form!r} is not one of {WARM_FORMS}")
     if s.format == "jsonl" and (not cfg.data.train_files or not cfg.data.eval_files):
         raise ConfigError("longtrace.format='jsonl' needs data.train_files and data.eval_files")
     if s.format == "synthetic":
@@ -116,17 +119,23 @@ class LongTraceTask(base.Task):
         s = self._s
         if self._graph is None or not s.warm_examples:
             return None
-        examples = context_lib.short_examples(
-            self._graph,
-            s.warm_examples,
+        common = dict(
             seed=seed + WARM_SEED_OFFSET,
             min_hops=s.min_hops,
             max_hops=s.max_hops,
-            count_tokens=self._count,
             n_distractors=s.warm_distractors,
-            tier1_ratio=s.tier1_ratio,
             split="train",
         )
+        if s.warm_form == "compact":
+            examples = context_lib.compact_examples(self._graph, s.warm_examples, **common)
+        else:
+            examples = context_lib.short_examples(
+                self._graph,
+                s.warm_examples,
+                count_tokens=self._count,
+                tier1_ratio=s.tier1_ratio,
+                **common,
+            )
         return [
             (
                 tok.apply_chat_template(ex.prompt, system=self._system),
