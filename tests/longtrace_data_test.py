@@ -351,3 +351,20 @@ def test_load_jsonl_errors_name_file_and_line(tmp_path, bad, field):
 def test_load_jsonl_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError):
         lj.load_jsonl(tmp_path / "absent.jsonl")
+
+
+def test_compact_examples_hold_each_hops_sentence_and_nothing_of_the_rest(graph):
+    examples = lc.compact_examples(graph, 40, seed=5, split="train", max_hops=4, n_distractors=2)
+    for ex in examples:
+        chain, hops = ex.meta["gold_entities"], ex.meta["hops"]
+        assert len(chain) == hops + 1 and ex.answer == chain[-1]
+        blocks = ex.prompt.split("\n\nQuestion:")[0].split("\n\n")
+        assert len(blocks) == hops + 1 + 2  # every gold entity once, two distractors
+        titles = [b.split("\n")[0].split(": ", 1)[1] for b in blocks]
+        assert set(chain) <= set(titles)
+        for name, nxt in zip(chain, chain[1:], strict=False):  # the hop's target is in its block
+            assert nxt in blocks[titles.index(name)]
+        assert all(len(b.split("\n")) == 2 for b in blocks)  # a title and one sentence
+    # Deterministic by seed.
+    again = lc.compact_examples(graph, 40, seed=5, split="train", max_hops=4, n_distractors=2)
+    assert [e.prompt for e in again] == [e.prompt for e in examples]
