@@ -220,3 +220,17 @@ def test_remat_shrinks_compiled_temporaries_on_cpu(flags):
     )
     without, with_remat = map(int, out.stdout.split())
     assert with_remat < 0.5 * without, (with_remat, without)
+
+
+def test_run_config_keys_reach_the_model_config_and_bad_values_name_the_key():
+    from rlvr_jax.errors import ConfigError  # noqa: PLC0415
+    from rlvr_jax.train import run_config, setup  # noqa: PLC0415
+
+    cfg = run_config.from_dict(
+        {"model": {"logits_chunk": 256, "attention_chunk": 128, "remat": True}}
+    )
+    model_cfg, _ = setup.load_model(cfg)
+    assert (model_cfg.logits_chunk, model_cfg.attention_chunk, model_cfg.remat) == (256, 128, True)
+    bad = run_config.from_dict({"model": {"attention_chunk": -1}})
+    with pytest.raises(ConfigError, match="model.attention_chunk=-1"):
+        run_config.validate(bad)

@@ -35,6 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         param_dtype="float32",
         compute_dtype="float32",
         remat=False,
+        logits_chunk=0,  # > 0: LM head + log-softmax this many tokens at a time (long contexts)
+        attention_chunk=0,  # > 0: attention in blocks of this many queries (long contexts)
         rope_theta=0.0,  # a preset's RoPE base (0: the preset's own); a checkpoint keeps its own
     )
     c.data = dict(

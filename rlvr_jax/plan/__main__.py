@@ -51,7 +51,7 @@ def _config_preset(filename: str) -> str:
 
 
 def resolve_model(c, config_filename: str = "") -> tuple[str, config_lib.ModelConfig]:
-    """(name, ModelConfig) for the experiment config, with its dtypes and remat applied."""
+    """(name, ModelConfig) for the experiment config, with its dtypes, remat and chunks applied."""
     init_from = c.model.init_from
     preset = _config_preset(config_filename)
     if _MODEL_CONFIG.value:
@@ -71,6 +71,8 @@ def resolve_model(c, config_filename: str = "") -> tuple[str, config_lib.ModelCo
         param_dtype=c.model.param_dtype,
         compute_dtype=c.model.compute_dtype,
         remat=c.model.remat,
+        logits_chunk=c.model.get("logits_chunk", 0),
+        attention_chunk=c.model.get("attention_chunk", 0),
     )
     return name, cfg
 

@@ -50,7 +50,14 @@ class ModelSection:
     tokenizer: str = ""
     param_dtype: str = "float32"
     compute_dtype: str = "float32"
-    remat: bool = False
+    remat: bool = (
+        False  # per-layer rematerialisation (a scan over the layers; docs/long_context.md)
+    )
+    # Long contexts (docs/long_context.md): the LM head and its log-softmax over this many tokens
+    # at a time, recomputed in the backward (0: all at once); attention in blocks of this many
+    # queries (0: all at once).
+    logits_chunk: int = 0
+    attention_chunk: int = 0
     # A preset's RoPE base (0: the preset's own, 1e6 Qwen2-style). A checkpoint keeps its own.
     rope_theta: float = 0.0
 
@@ -290,6 +297,10 @@ def validate(cfg: RunConfig, processes: int = 1) -> None:
             f"model.rope_theta={cfg.model.rope_theta}: a preset's RoPE base must be > 0, and a "
             "checkpoint (model.init_from) keeps its own"
         )
+    for key in ("logits_chunk", "attention_chunk"):
+        value = getattr(cfg.model, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"model.{key}={value!r} must be an int >= 0 (0: no chunking)")
     for key in ("slip_frac", "unanswered_frac"):
         value = getattr(cfg.warm_start, key)
         if cfg.warm_start.steps and value and cfg.data.source != "synthetic":

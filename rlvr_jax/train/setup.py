@@ -56,12 +56,17 @@ def load_model(
 ) -> tuple[config_lib.ModelConfig, tokenizer_lib.Tokenizer]:
     """(model config, tokenizer) of an HF folder or a preset; `init_params` makes the weights."""
     dtypes = dict(param_dtype=cfg.model.param_dtype, compute_dtype=cfg.model.compute_dtype)
+    memory = dict(
+        remat=cfg.model.remat,
+        logits_chunk=cfg.model.logits_chunk,
+        attention_chunk=cfg.model.attention_chunk,
+    )
     if cfg.model.init_from:
         model_cfg = config_lib.read_hf_config(cfg.model.init_from, **dtypes)
-        model_cfg = dataclasses.replace(model_cfg, remat=cfg.model.remat)
+        model_cfg = dataclasses.replace(model_cfg, **memory)
         tok = tokenizer_lib.load_tokenizer(cfg.model.init_from)
     else:
-        model_cfg = config_lib.get_preset(cfg.model.preset, remat=cfg.model.remat, **dtypes)
+        model_cfg = config_lib.get_preset(cfg.model.preset, **memory, **dtypes)
         tok = tokenizer_lib.load_tiny_tokenizer()
         if cfg.model.tokenizer:
             try:
