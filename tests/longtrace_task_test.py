@@ -58,7 +58,7 @@ def test_tokenizer_build_is_deterministic_and_matches_checked_in_files(tmp_path)
     tiny = tokenizer_lib.load_tiny_tokenizer()
     text = "Document [3]: Doravel\nDoravel is a city in Marn. Chain: Doravel -> Marn\nAnswer: Marn"
     assert tok.decode(tok.encode(text)) == text
-    assert len(tok.encode(text)) * 2 < len(tiny.encode(text))
+    assert len(tok.encode(text)) * 2 <= len(tiny.encode(text))
     assert tok.decode(tok.eos_ids) == "<|im_end|>"
 
 

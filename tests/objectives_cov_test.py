@@ -152,7 +152,7 @@ def test_clip_cov_detaches_candidates_like_verl():
 @pytest.mark.parametrize(
     "kw, field",
     [
-        (dict(policy_loss="gspo"), "policy_loss"),
+        (dict(policy_loss="gpo"), "policy_loss"),
         (dict(kl_cov_ratio=1.5), "kl_cov_ratio"),
         (dict(kl_cov_coef=-0.1), "kl_cov_coef"),
         (dict(clip_cov_ratio=-0.1), "clip_cov_ratio"),
