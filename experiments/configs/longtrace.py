@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         max_hops=4 if arg["preset"] == "tiny" else 8,
         context_tokens=arg["context"],
         tier1_ratio=0.5,
+        eval_tier1_ratios=(0.0, 0.5, 1.0),  # held-out questions once per distractor mix
         combination=arg["combination"],
         rubric_eta=0.3,
         warm_examples=3000,

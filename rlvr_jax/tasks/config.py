@@ -100,6 +100,9 @@ class LongTraceSection:
     max_hops: int = 8
     context_tokens: int = 2048  # packed context per RL / held-out prompt, policy tokens
     tier1_ratio: float = 0.5  # share of distractor documents from Tier-1 (confusable)
+    # Held-out questions are packed once per ratio here (accuracy by tier: tier2 / mixed /
+    # tier1); (): at tier1_ratio only.
+    eval_tier1_ratios: tuple[float, ...] = (0.0, 0.5, 1.0)
     # positive_only (the paper) | negative_only | ungated | outcome (rewards/longtrace.py)
     combination: str = "positive_only"
     rubric_eta: float = 0.3  # the rubric's weight eta

@@ -55,12 +55,41 @@ def validate(cfg: task_config.TaskConfig, processes: int = 1) -> None:
             raise ConfigError(
                 f"longtrace.min_hops={s.min_hops}, max_hops={s.max_hops}: need 2 <= min <= max <= 8"
             )
-        if not 0 <= s.tier1_ratio <= 1:
-            raise ConfigError(f"longtrace.tier1_ratio={s.tier1_ratio} must be in [0, 1]")
+        for ratio in (s.tier1_ratio, *s.eval_tier1_ratios):
+            if not 0 <= ratio <= 1:
+                raise ConfigError(
+                    f"longtrace.tier1_ratio / eval_tier1_ratios: {ratio} is not in [0, 1]"
+                )
         if s.context_tokens < 64:
             raise ConfigError(f"longtrace.context_tokens={s.context_tokens} must be >= 64")
         if s.num_entities < 5000:
             raise ConfigError(f"longtrace.num_entities={s.num_entities} must be >= 5000")
+
+
+def held_out(graph, cfg: task_config.TaskConfig, common: dict[str, Any]):
+    """`data.eval_size` held-out examples: the same questions packed once per ratio of
+    `longtrace.eval_tier1_ratios` (a paired comparison across distractor tiers), interleaved so
+    that any prefix (`eval.num_prompts`) holds every ratio."""
+    ratios = cfg.longtrace.eval_tier1_ratios or (cfg.longtrace.tier1_ratio,)
+    n = -(-cfg.data.eval_size // len(ratios))
+    per_ratio = []
+    for ratio in ratios:
+        examples = context_lib.make_examples(
+            graph, n, seed=cfg.seed, split="test", **{**common, "tier1_ratio": ratio}
+        )
+        per_ratio.append(
+            [
+                data_types.Example(
+                    f"{ex.uid}/tier1_{ratio:g}",
+                    ex.prompt,
+                    ex.answer,
+                    source=ex.source,
+                    meta=ex.meta,
+                )  # fmt: skip
+                for ex in examples
+            ]
+        )
+    return [ex for group in zip(*per_ratio, strict=True) for ex in group][: cfg.data.eval_size]
 
 
 def solution(example: data_types.Example) -> str:
@@ -97,11 +126,7 @@ class LongTraceTask(base.Task):
                 self._graph, cfg.data.train_size, seed=cfg.seed, split="train", **common
             )
         )
-        self.test = self._with_solutions(
-            context_lib.make_examples(
-                self._graph, cfg.data.eval_size, seed=cfg.seed, split="test", **common
-            )
-        )
+        self.test = self._with_solutions(held_out(self._graph, cfg, common))
 
     @staticmethod
     def _with_solutions(examples):
