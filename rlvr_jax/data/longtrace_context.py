@@ -269,15 +269,22 @@ def make_examples(
         graph, n, seed=seed, split=split, min_hops=min_hops, max_hops=max_hops,
         hop_weights=hop_weights,
     )  # fmt: skip
-    rng = random.Random(f"rlvr_jax.data.longtrace/pack/{split}/{seed}")
+    return _packed(
+        walks, graph, f"{SOURCE}/{split}/{seed}", f"pack/{split}/{seed}",
+        max_tokens=max_tokens, count_tokens=count_tokens, tier1_ratio=tier1_ratio,
+    )  # fmt: skip
+
+
+def _packed(
+    walks: Sequence[kg.Walk], graph: kg.KnowledgeGraph, uid_prefix: str, stream: str, **pack
+) -> list[types.Example]:
+    """Each walk packed (`pack_context(**pack)`) with one random stream, uids `uid_prefix/i`."""
+    rng = random.Random(f"rlvr_jax.data.longtrace/{stream}")
     out = []
     for i, walk in enumerate(walks):
-        uid = f"{SOURCE}/{split}/{seed}/{i}"
-        packed = pack_context(
-            walk, graph, max_tokens=max_tokens, count_tokens=count_tokens,
-            tier1_ratio=tier1_ratio, rng=rng, uid=uid,
-        )  # fmt: skip
-        out.append(_example(uid, walk, packed, tier1_ratio))
+        uid = f"{uid_prefix}/{i}"
+        packed = pack_context(walk, graph, rng=rng, uid=uid, **pack)
+        out.append(_example(uid, walk, packed, pack["tier1_ratio"]))
     return out
 
 
@@ -303,16 +310,11 @@ def short_examples(
         graph, n, seed=seed, split=split, min_hops=min_hops, max_hops=max_hops,
         hop_weights=hop_weights,
     )  # fmt: skip
-    rng = random.Random(f"rlvr_jax.data.longtrace/short/{split}/{seed}")
-    out = []
-    for i, walk in enumerate(walks):
-        uid = f"{SOURCE}_short/{split}/{seed}/{i}"
-        packed = pack_context(
-            walk, graph, max_tokens=None, count_tokens=count_tokens, tier1_ratio=tier1_ratio,
-            rng=rng, uid=uid, max_distractors=n_distractors,
-        )  # fmt: skip
-        out.append(_example(uid, walk, packed, tier1_ratio))
-    return out
+    return _packed(
+        walks, graph, f"{SOURCE}_short/{split}/{seed}", f"short/{split}/{seed}",
+        max_tokens=None, count_tokens=count_tokens, tier1_ratio=tier1_ratio,
+        max_distractors=n_distractors,
+    )  # fmt: skip
 
 
 def compact_examples(
