@@ -150,7 +150,7 @@ def test_released_jsonl_trains_unchanged(tmp_path):
 def test_bad_input_names_the_key_the_sample_and_the_line(tmp_path):
     with pytest.raises(ConfigError, match="longtrace.combination"):
         experiment.run(_config(**{"longtrace.combination": "both"}), str(tmp_path / "a"))
-    with pytest.raises(ConfigError, match="longtrace.max_hops"):
+    with pytest.raises(ConfigError, match="longtrace.min_hops=2, max_hops=9"):
         experiment.run(_config(**{"longtrace.max_hops": 9}), str(tmp_path / "b"))
     # A context budget the gold documents cannot fit: the sample is named, nothing truncated.
     with pytest.raises(ValueError, match=r"longtrace sample longtrace/train/0/\d+"):

@@ -71,8 +71,8 @@ def resolve_model(c, config_filename: str = "") -> tuple[str, config_lib.ModelCo
         param_dtype=c.model.param_dtype,
         compute_dtype=c.model.compute_dtype,
         remat=c.model.remat,
-        logits_chunk=c.model.get("logits_chunk", 0),
-        attention_chunk=c.model.get("attention_chunk", 0),
+        logits_chunk=c.model.logits_chunk,
+        attention_chunk=c.model.attention_chunk,
     )
     return name, cfg
 
