@@ -48,9 +48,7 @@ def test_score_outcome_and_rubric():
 
 def test_group_normalize():
     rubric_B = np.array([0.2, 0.4, 0.0, 0.1, 0.0, 0.0])
-    np.testing.assert_allclose(
-        lt.group_normalize(rubric_B, G=3), [0.5, 1.0, 0.0, 1.0, 0.0, 0.0]
-    )
+    np.testing.assert_allclose(lt.group_normalize(rubric_B, G=3), [0.5, 1.0, 0.0, 1.0, 0.0, 0.0])
 
 
 def test_combinations_by_hand():

@@ -35,8 +35,8 @@ SMALL = {
 def small_config(**overrides):
     c = grpo_math.get_config()
     for key, value in {**SMALL, **overrides}.items():
-        group, name = key.split(".")
-        c[group][name] = value
+        *group, name = key.split(".")
+        (c[group[0]] if group else c)[name] = value
     return c
 
 
@@ -234,4 +234,12 @@ def test_warm_start_only_run_leaves_step_0_for_other_runs_to_continue(tmp_path, 
     out = capsys.readouterr().out
     assert "resumed from" in out and "at step 0" in out and "warm start" not in out
     steps = [r["step"] for r in metrics_lib.read_metrics(arm) if "rollout/reward_mean" in r]
+    assert steps == [1]
+    # An arm with another seed (another data order) continues the same weights; its data
+    # starts over, and says so. Its own checkpoints then resume strictly.
+    seeded = str(tmp_path / "seed1")
+    experiment.run(small_config(**{"train.steps": 1, "ckpt.resume_from": warm, "seed": 1}), seeded)
+    out = capsys.readouterr().out
+    assert "data stream differs (state seed=0" in out and "starts over" in out
+    steps = [r["step"] for r in metrics_lib.read_metrics(seeded) if "rollout/reward_mean" in r]
     assert steps == [1]

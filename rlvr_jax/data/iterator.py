@@ -99,15 +99,21 @@ class PromptIterator:
             "fingerprint": self._fingerprint,
         }
 
-    def restore(self, state: dict[str, Any]) -> None:
-        """Moves the cursor to `state` (from `state()`); raises if it belongs to another stream."""
+    def mismatch(self, state: dict[str, Any]) -> str | None:
+        """Why `state` belongs to another stream (seed, size or content), or None."""
         for key, want in (
             ("seed", self._seed),
             ("num_examples", len(self._examples)),
             ("fingerprint", self._fingerprint),
         ):
             if state.get(key) != want:
-                raise ValueError(f"state {key}={state.get(key)!r} does not match this iterator's")
+                return f"state {key}={state.get(key)!r} does not match this iterator's ({want!r})"
+        return None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Moves the cursor to `state` (from `state()`); raises if it belongs to another stream."""
+        if (why := self.mismatch(state)) is not None:
+            raise ValueError(why)
         epoch, position = int(state["epoch"]), int(state["position"])
         if epoch < 0 or not 0 <= position < len(self._examples):
             raise ValueError(f"bad cursor: epoch {epoch}, position {position}")

@@ -13,7 +13,6 @@ real checkpoint brings its own tokenizer; this one is for the embedded CPU defau
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from rlvr_jax.models import build_tiny_tokenizer as builder
@@ -41,10 +40,7 @@ def corpus() -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=ASSET_DIR, help="output folder (default: the asset)")
-    for path in builder.write(parser.parse_args().out, corpus(), VOCAB_SIZE):
-        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    builder.main_for(__doc__, ASSET_DIR, corpus, VOCAB_SIZE)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import random
+from collections.abc import Callable
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
@@ -263,11 +264,23 @@ def write(out: str, corpus: list[str] | None = None, vocab_size: int = VOCAB_SIZ
     return [tok_path, cfg_path]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=DEFAULT_OUT, help="output folder (default: the asset)")
-    for path in write(parser.parse_args().out):
+def main_for(
+    doc: str,
+    default_out: str,
+    corpus: Callable[[], list[str]] | None = None,
+    vocab_size: int = VOCAB_SIZE,
+) -> None:
+    """A tokenizer builder's command line: `--out DIR` (default `default_out`), then `write`.
+    `corpus` is called after the arguments parse (`--help` builds nothing)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default=default_out, help="output folder (default: the asset)")
+    out = parser.parse_args().out
+    for path in write(out, corpus() if corpus else None, vocab_size):
         print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+
+
+def main() -> None:
+    main_for(__doc__, DEFAULT_OUT)
 
 
 if __name__ == "__main__":

@@ -177,7 +177,13 @@ def restore_or_start(run: Run, log: Callable[[str], None]) -> None:
             )
     if restored is not None:
         run.start, run.state, record = restored
-        run.data_it.restore(record["data"])
+        why = run.data_it.mismatch(record["data"])
+        if source is not None and why is not None:
+            # Another run's weights on this run's data (another seed, context length or
+            # dataset): the data starts from its beginning; the run's own checkpoints stay strict.
+            log(f"ckpt.resume_from: its data stream differs ({why}); this run's data starts over")
+        else:
+            run.data_it.restore(record["data"])
         run.task_state = run.task.state_from_record(record)
         run.writer.truncate_after(run.start)
         where = "checkpoint" if source is None else str(source.directory)

@@ -11,7 +11,6 @@ tokenizer; this one is for the embedded CPU default (`model.tokenizer`).
 
 from __future__ import annotations
 
-import argparse
 import os
 
 from rlvr_jax.models import build_tiny_tokenizer as builder
@@ -48,10 +47,7 @@ def _render(messages) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=ASSET_DIR, help="output folder (default: the asset)")
-    for path in builder.write(parser.parse_args().out, corpus(), VOCAB_SIZE):
-        print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    builder.main_for(__doc__, ASSET_DIR, corpus, VOCAB_SIZE)
 
 
 if __name__ == "__main__":
