@@ -45,6 +45,18 @@ def _config(arg=None, **overrides):
     return c
 
 
+def test_config_context_default_follows_the_preset():
+    """384 tokens for the ~1M CPU default (what it can look up), 2,048 otherwise; `context=`
+    overrides both."""
+    get = longtrace_config.get_config
+    assert get().longtrace.context_tokens == 384 and get().train.steps == 60
+    assert get("context=2048").longtrace.context_tokens == 2048
+    big = get("preset=qwen3_8b_base")
+    assert big.longtrace.context_tokens == 2048 and big.longtrace.max_hops == 8
+    with pytest.raises(ValueError, match="combination='both'"):
+        get("combination=both")
+
+
 def test_tokenizer_build_is_deterministic_and_matches_checked_in_files(tmp_path):
     written = build_tiny_tokenizer.write(
         str(tmp_path), longtrace_tokenizer.corpus(), longtrace_tokenizer.VOCAB_SIZE
