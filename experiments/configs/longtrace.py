@@ -16,8 +16,8 @@ Args:   preset=<grpo_math preset> (tiny: the CPU default), combination=positive_
         (default 384 with preset=tiny, else 2048; context=2048 is the long CPU setting).
 The tiny default: a ~1M-parameter model with the embedded tokenizer, a warm start on compact
 questions (each gold document cut to the sentence its hop uses, two distractors), then 60 GRPO
-steps on contexts packed to `context` tokens. Held-out greedy accuracy by hop count and by distractor tier, and the
-rubric share on correct answers, every eval.every steps.
+steps on contexts packed to `context` tokens. Held-out greedy accuracy by hop count and by
+distractor tier, and the rubric share on correct answers, every eval.every steps.
 """
 
 from __future__ import annotations
