@@ -1,9 +1,11 @@
 """Tests for the tokenizer wrapper, the checked-in tiny tokenizer and its deterministic build."""
 
+import io
 import json
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import numpy as np
 from absl.testing import absltest, parameterized
@@ -118,6 +120,26 @@ class LoadTokenizerTest(absltest.TestCase):
         folder = os.path.join(self._tmp(), "ckpt")
         shutil.copytree(tokenizer.TINY_TOKENIZER_DIR, folder)
         return folder
+
+    def test_builder_command_line_writes_the_asset_with_a_given_corpus(self):
+        """`main_for`: `--out` overrides the default folder; the corpus and vocabulary reach
+        `write`."""
+        rng = np.random.default_rng(0)
+        words = ["".join(rng.choice(list("abcdefghijklmnop"), 6)) for _ in range(3000)]
+        corpus = [" ".join(words[i : i + 30]) + " Doravel\n" for i in range(0, 3000, 30)]
+        with tempfile.TemporaryDirectory() as tmp:
+            argv = ["build", "--out", tmp]
+            with mock.patch("sys.argv", argv), mock.patch("sys.stdout", io.StringIO()) as out:
+                build_tiny_tokenizer.main_for(
+                    "Doc line.\nmore", "/nonexistent", lambda: corpus, 300
+                )
+            self.assertIn(f"wrote {os.path.join(tmp, 'tokenizer.json')}", out.getvalue())
+            tok = tokenizer.load_tokenizer(tmp)
+            self.assertEqual(tok.vocab_size, 300)  # the vocabulary size reached the build
+            # The corpus reached it too: a word in every line of it is one token (the default
+            # math corpus never saw it).
+            self.assertLen(tok.encode(" Doravel"), 1)
+            self.assertGreater(len(tokenizer.load_tiny_tokenizer().encode(" Doravel")), 1)
 
     def test_generation_config_eos_ids_are_appended_and_deduplicated(self):
         folder = self._copy_tiny()

@@ -163,8 +163,9 @@ def prepare(cfg: run_config.RunConfig, workdir: str) -> Run:
 
 def restore_or_start(run: Run, log: Callable[[str], None]) -> None:
     """The run's state: its own latest checkpoint, else the latest of `ckpt.resume_from`'s run
-    (params, optimizer, step, data cursor and task state; it continues in this workdir), else
-    `model.init_from` (or a random init) plus the warm start."""
+    (params, optimizer, step, data cursor and task state; it continues in this workdir; a data
+    stream of another seed, size or content starts over, logged), else `model.init_from` (or a
+    random init) plus the warm start."""
     cfg = run.cfg
     restored, source = ckpt_lib.restore_latest(run.manager, run.abstract), None
     if restored is None and cfg.ckpt.resume_from:
